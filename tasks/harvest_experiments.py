@@ -1,0 +1,169 @@
+"""Harvest lab experiments over HTTP into ``experiments.jsonl``.
+
+Works against any Jarvis-compatible lab (the user's own, or labtune's reference lab, which is
+started on loopback when no URL is given). Every planned experiment is harvested exactly once:
+finished results are appended to a work log as they arrive, so an interrupted harvest resumes
+where it stopped, and a retried request can never produce a second copy.
+
+    python -m tasks.harvest_experiments --out data/ben_lab/harvest [--lab-url http://127.0.0.1:8000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Literal
+
+from prefect import task
+from pydantic import BaseModel, ConfigDict, Field
+
+from adapters.lab_client import LabClient
+from tasks.reporting import StageProgress, counts_table, publish_table
+from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
+
+STAGE = "harvest"
+PHASES = ("ising_symmetry_breaking", "spt_cluster", "trivial_product", "pseudorandom")
+Kind = Literal["phase", "tri", "discovery", "replay_drift"]
+ENDPOINT = {"phase": "run_phase_experiment", "tri": "tri", "discovery": "discovery", "replay_drift": "replay_drift"}
+
+
+class HarvestConfig(BaseModel):
+    """Which experiments to run and how to talk to the lab."""
+
+    model_config = ConfigDict(extra="forbid")
+    lab_url: str | None = Field(None, description="Base URL of a Jarvis-compatible lab; None starts labtune's reference lab on loopback")
+    phase_runs_per_type: int = Field(40, ge=0, description="run_phase_experiment calls per phase type")
+    tri_runs: int = Field(60, ge=0, description="/tri calls, spread over the phase types")
+    discovery_runs: int = Field(15, ge=0, description="/discovery calls")
+    drift_runs: int = Field(40, ge=0, description="/replay_drift calls, spread over the phase types")
+    system_sizes: list[int] = Field([16, 32, 64], min_length=1, description="System sizes cycled through (4-256)")
+    depths: list[int] = Field([2, 4, 8], min_length=1, description="Circuit depths cycled through (1-32)")
+    discovery_per_phase: list[int] = Field([5, 10], min_length=1, description="num_per_phase values cycled through for /discovery (5-100)")
+    seed: int = Field(0, description="Base seed; experiment i uses seed + i")
+    concurrency: int = Field(4, ge=1, le=64, description="Requests in flight at once")
+    timeout_s: float = Field(60.0, gt=0, description="Per-request timeout in seconds")
+    retries: int = Field(4, ge=0, description="Retries per request on 5xx/timeouts (never on 4xx)")
+
+
+class PlannedExperiment(BaseModel):
+    """One call to make; ``id`` is stable so a resumed harvest knows what is done."""
+
+    id: str
+    kind: Kind
+    request: dict
+
+
+def plan_experiments(cfg: HarvestConfig) -> list[PlannedExperiment]:
+    """The deterministic list of experiments the config asks for."""
+    sizes, depths = cfg.system_sizes, cfg.depths
+    plan: list[PlannedExperiment] = []
+    for p, phase in enumerate(PHASES):
+        for i in range(cfg.phase_runs_per_type):
+            bias = None if i % 2 == 0 else round(0.1 + 0.8 * ((i * 7) % 9) / 8, 3)
+            req = {"phase_type": phase, "system_size": sizes[i % len(sizes)], "depth": depths[(i // len(sizes)) % len(depths)],
+                   "seed": cfg.seed + 1000 * p + i, "bias": bias}
+            plan.append(PlannedExperiment(id=f"phase-{phase}-{i:03d}", kind="phase", request=req))
+    for i in range(cfg.tri_runs):
+        req = {"phase_type": PHASES[i % 4], "system_size": sizes[(i // 4) % len(sizes)], "depth": depths[i % len(depths)],
+               "bias": [0.6, 0.7, 0.8, 0.9][(i // 4) % 4], "seed": cfg.seed + 5000 + i}
+        plan.append(PlannedExperiment(id=f"tri-{i:03d}", kind="tri", request=req))
+    for i in range(cfg.discovery_runs):
+        phases = list(PHASES) if i % 3 else list(PHASES[: 2 + i % 3])
+        req = {"phases": phases, "num_per_phase": cfg.discovery_per_phase[i % len(cfg.discovery_per_phase)],
+               "k": len(phases) if i % 2 == 0 else max(2, len(phases) - 1), "iterations": 10 + 5 * (i % 4)}
+        plan.append(PlannedExperiment(id=f"discovery-{i:03d}", kind="discovery", request=req))
+    for i in range(cfg.drift_runs):
+        req = {"phase_type": PHASES[i % 4], "system_size": sizes[(i // 4) % len(sizes)], "base_depth": [2, 4, 6][i % 3],
+               "seed": cfg.seed + 9000 + i, "depth_factors": [1, 2, 3] if i % 2 == 0 else [1, 2, 4]}
+        plan.append(PlannedExperiment(id=f"drift-{i:03d}", kind="replay_drift", request=req))
+    return plan
+
+
+def _load_done(log: Path) -> dict[str, dict]:
+    """Results already harvested by an interrupted run (a torn last line is ignored)."""
+    done: dict[str, dict] = {}
+    if log.exists():
+        for line in log.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            done[row["id"]] = row
+    return done
+
+
+def _call(client: LabClient, item: PlannedExperiment) -> dict:
+    response = getattr(client, ENDPOINT[item.kind])(**item.request)
+    return {"id": item.id, "kind": item.kind, "endpoint": "/" + ENDPOINT[item.kind],
+            "request": item.request, "response": response.model_dump(mode="json")}
+
+
+def harvest(cfg: HarvestConfig, inputs: None, out_dir: Path) -> Path:
+    """Run the plan against the lab and write ``experiments.jsonl`` (one row per planned experiment)."""
+    out_dir = Path(out_dir)
+    key = stage_key(STAGE, cfg, inputs, module_source(harvest))
+    if cached(out_dir, key):
+        return out_dir
+    plan = plan_experiments(cfg)
+    work_log = out_dir.with_name(f".{out_dir.name}.work-{key}.jsonl")
+    done = _load_done(work_log)
+    todo = [item for item in plan if item.id not in done]
+    with stage_output(STAGE, out_dir, key, cfg, inputs) as out, _lab(cfg) as url:
+        client = LabClient(url, timeout=cfg.timeout_s, retries=cfg.retries)
+        health = client.health()
+        print(f"[harvest] lab {url}: {health.status}; {len(done)} done earlier, {len(todo)} to run")
+        with open(work_log, "a") as log, StageProgress(f"harvest {len(todo)} experiments", len(todo)) as progress, \
+                ThreadPoolExecutor(cfg.concurrency) as pool:
+            futures = [pool.submit(_call, client, item) for item in todo]
+            for fut in as_completed(futures):
+                row = fut.result()
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                done[row["id"]] = row
+                progress.advance()
+        rows = [done[item.id] for item in plan]
+        with open(out.tmp / "experiments.jsonl", "w") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in rows)
+        out.counts = {kind: sum(r["kind"] == kind for r in rows) for kind in ENDPOINT}
+        out.counts["total"] = len(rows)
+        out.metrics = {"retries": client.retries_used, "resumed_from_earlier_run": len(plan) - len(todo)}
+        out.extra["lab"] = {"url": url if cfg.lab_url else "reference lab (loopback)", "health": health.model_dump(mode="json")}
+    os.remove(work_log)
+    publish_table("harvest", counts_table(out.counts, out.metrics), f"Experiments harvested from {url}")
+    return out_dir
+
+
+@contextlib.contextmanager
+def _lab(cfg: HarvestConfig):
+    if cfg.lab_url:
+        yield cfg.lab_url.rstrip("/")
+        return
+    from adapters.lab_server import reference_lab
+
+    print("[harvest] no lab URL configured: starting labtune's reference lab on loopback")
+    with reference_lab() as url:
+        yield url
+
+
+@task(name=STAGE, cache_key_fn=prefect_cache_key, persist_result=True)
+def harvest_experiments(cfg: HarvestConfig, inputs: None, out_dir: Path) -> Path:
+    """Prefect task: harvest the configured experiments from the lab."""
+    return harvest(cfg, inputs, out_dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--lab-url", help="Jarvis-compatible lab URL (default: start the reference lab)")
+    parser.add_argument("--phase-runs", type=int, default=40, help="runs per phase type")
+    args = parser.parse_args(argv)
+    cfg = HarvestConfig(lab_url=args.lab_url, phase_runs_per_type=args.phase_runs)
+    print(harvest(cfg, None, args.out))
+
+
+if __name__ == "__main__":
+    main()

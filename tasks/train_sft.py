@@ -1,0 +1,229 @@
+"""Supervised fine-tuning with TRL's SFTTrainer + a PEFT LoRA (QLoRA on a GPU when asked).
+
+Loss is on the assistant's answer only (records become conversational prompt/completion pairs,
+so TRL's completion-only loss masks the prompt, whatever the model's chat template). Batches
+are padding-free by default. Eval loss is measured on the validation split before and after
+training. Checkpoints go to a work dir that survives a killed run; re-running resumes from the
+last checkpoint. The finished stage holds ``adapter/``, ``merged/``, ``training_log.yaml`` and
+``loss_curve.png``.
+
+    python -m tasks.train_sft --mix data/ben_lab/mix --out data/ben_lab/sft --set max_steps=10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from prefect import task
+from pydantic import BaseModel, ConfigDict, Field
+
+from adapters.base_models import EMBEDDED, resolve_base_model
+from tasks.records import read_chat_records
+from tasks.reporting import counts_table, publish_image, publish_table
+from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
+from tasks.training_log import StepLog, plot_loss_curve
+
+STAGE = "sft"
+
+
+class LoraSettings(BaseModel):
+    """PEFT LoRA adapter shape."""
+
+    model_config = ConfigDict(extra="forbid")
+    r: int = Field(8, ge=1, description="LoRA rank")
+    alpha: int = Field(16, ge=1, description="LoRA alpha (scale = alpha / r)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
+    target_modules: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1,
+                                      description="Module names to adapt, e.g. q_proj k_proj v_proj o_proj gate_proj up_proj down_proj")
+
+
+class SFTStageConfig(BaseModel):
+    """Base model, adapter, quantisation and TRL trainer settings."""
+
+    model_config = ConfigDict(extra="forbid")
+    base_model: str = Field(EMBEDDED, description=f"'{EMBEDDED}' (offline default), a local HF model dir, or a hub id")
+    model_cache_dir: Path | None = Field(None, description="Where the embedded model is cached as safetensors (default: <data_dir>/cache/models)")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA adapter settings")
+    quantization: Literal["none", "4bit"] = Field("none", description="'4bit' = QLoRA (bitsandbytes NF4); used only when a CUDA GPU is present")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype for training (float32 on CPU)")
+    eval_before: bool = Field(True, description="Measure validation loss before training")
+    trainer: dict = Field(default_factory=dict, description="Passed as-is into trl.SFTConfig (learning_rate, max_steps, ...)")
+
+
+# Our defaults for SFTConfig; anything in cfg.trainer wins.
+TRAINER_DEFAULTS = {
+    "per_device_train_batch_size": 4, "per_device_eval_batch_size": 8, "gradient_accumulation_steps": 1,
+    "learning_rate": 2e-4, "num_train_epochs": 1, "lr_scheduler_type": "cosine", "warmup_steps": 0,
+    "logging_steps": 1, "save_strategy": "steps", "save_steps": 25, "save_total_limit": 2,
+    "eval_strategy": "no", "max_length": None, "padding_free": True, "bf16": False, "fp16": False,
+    "report_to": "none", "seed": 0, "dataloader_num_workers": 0,
+    "include_num_input_tokens_seen": "non_padding", "disable_tqdm": False,
+}
+
+
+def to_prompt_completion(path: Path) -> list[dict]:
+    """Chat records → TRL conversational prompt/completion rows (the last assistant turn is the target)."""
+    rows = []
+    for i, rec in enumerate(read_chat_records(path), 1):
+        msgs = [m.model_dump() for m in rec.messages]
+        if msgs[-1]["role"] != "assistant":
+            raise ValueError(f"{path}: record {i}: the last message must be the assistant's answer (got {msgs[-1]['role']})")
+        rows.append({"prompt": msgs[:-1], "completion": msgs[-1:]})
+    return rows
+
+
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def load_model(cfg: SFTStageConfig, base: str):
+    """The base model, 4-bit quantised for QLoRA when asked and a GPU is present."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = getattr(torch, cfg.dtype)
+    if cfg.quantization == "4bit":
+        if not has_cuda():
+            print("[sft] quantization: 4bit asks for QLoRA, but no CUDA GPU is present: training an unquantised LoRA "
+                  "instead (bitsandbytes 4-bit on CPU is 2x slower than fp32). Set sft.quantization=none to silence this.")
+        else:
+            from peft import prepare_model_for_kbit_training
+
+            model = AutoModelForCausalLM.from_pretrained(base, quantization_config=qlora_config(cfg), dtype=dtype)
+            return prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(cfg.trainer.get("activation_checkpointing", cfg.trainer.get("gradient_checkpointing"))))
+    return AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+
+
+def qlora_config(cfg: SFTStageConfig):
+    """bitsandbytes NF4 config (double quantisation, compute in the training dtype)."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=getattr(torch, cfg.dtype))
+
+
+def build_trainer(cfg: SFTStageConfig, base: str, train_rows: list[dict], val_rows: list[dict], output_dir: Path,
+                  callbacks=()):
+    """An SFTTrainer with a fresh LoRA on the base model."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    args = SFTConfig(output_dir=str(output_dir), **{**TRAINER_DEFAULTS, **cfg.trainer})
+    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
+    return SFTTrainer(model=load_model(cfg, base), args=args, train_dataset=Dataset.from_list(train_rows),
+                      eval_dataset=Dataset.from_list(val_rows) if val_rows else None, processing_class=tokenizer,
+                      peft_config=lora, callbacks=list(callbacks))
+
+
+def train(cfg: SFTStageConfig, inputs: Path, out_dir: Path) -> Path:
+    """Fine-tune on ``<mix>/train.jsonl``, evaluate on ``<mix>/val.jsonl``; resumable."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out_dir, mix_dir = Path(out_dir), Path(inputs)
+    train_file, val_file = mix_dir / "train.jsonl", mix_dir / "val.jsonl"
+    key = stage_key(STAGE, cfg, [train_file, val_file], module_source(train))
+    if cached(out_dir, key):
+        return out_dir
+    cache_dir = cfg.model_cache_dir or out_dir.parent.parent / "cache" / "models"
+    base = resolve_base_model(cfg.base_model, cache_dir)
+    train_rows, val_rows = to_prompt_completion(train_file), to_prompt_completion(val_file)
+    if not train_rows:
+        raise ValueError(f"{train_file}: no training records")
+    work = out_dir.with_name(f".{out_dir.name}.work-{key}")
+    ckpt_dir = work / "checkpoints"
+    log = StepLog(work / "steps.jsonl")
+    trainer = build_trainer(cfg, base, train_rows, val_rows, ckpt_dir, callbacks=[log.callback()])
+    resume = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.exists() else None
+    before_file = work / "eval_before.json"
+    if resume:
+        print(f"[sft] resuming from {resume}")
+    elif cfg.eval_before and val_rows:
+        before_file.parent.mkdir(parents=True, exist_ok=True)
+        before_file.write_text(json.dumps(trainer.evaluate()))
+    eval_before = json.loads(before_file.read_text()).get("eval_loss") if before_file.exists() else None
+
+    started = time.time()
+    result = trainer.train(resume_from_checkpoint=resume)
+    train_seconds = time.time() - started
+    eval_after = trainer.evaluate().get("eval_loss") if val_rows else None
+
+    with stage_output(STAGE, out_dir, key, cfg, [train_file, val_file]) as out:
+        _save(trainer, cfg, base, out.tmp)
+        steps = log.rows()
+        tokens = int(trainer.state.num_input_tokens_seen - log.tokens_at_start)  # this process's share only
+        out.metrics = {
+            "eval_loss_before": eval_before, "eval_loss_after": eval_after,
+            "train_loss": result.training_loss, "global_steps": trainer.state.global_step,
+            "resumed_from_step": int(Path(resume).name.split("-")[-1]) if resume else 0,
+            "non_padding_tokens": tokens, "tokens_per_s": round(tokens / train_seconds, 1) if train_seconds else None,
+            "train_seconds": round(train_seconds, 1),
+        }
+        out.counts = {"train_records": len(train_rows), "val_records": len(val_rows)}
+        out.extra["base_model"] = base
+        training_log = {"config": cfg.model_dump(mode="json"), "trainer": {**TRAINER_DEFAULTS, **cfg.trainer},
+                        "metrics": out.metrics, "steps": steps}
+        (out.tmp / "training_log.yaml").write_text(yaml.safe_dump(training_log, sort_keys=False))
+        plot_loss_curve(steps, eval_before, eval_after, out.tmp / "loss_curve.png")
+    shutil.rmtree(work, ignore_errors=True)
+    publish_table("sft", counts_table(out.counts, out.metrics), "SFT: eval loss before/after, throughput")
+    publish_image("sft-loss-curve", out_dir / "loss_curve.png", "SFT loss curve")
+    return out_dir
+
+
+def _save(trainer, cfg: SFTStageConfig, base: str, dest: Path) -> None:
+    """Adapter + merged model, both with the tokenizer's original chat template."""
+    tokenizer = trainer.processing_class
+    trainer.model.save_pretrained(dest / "adapter")
+    tokenizer.save_pretrained(dest / "adapter")
+    if cfg.quantization == "4bit" and has_cuda():
+        # Merging into 4-bit weights loses precision: merge into a full-precision copy of the base.
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        full = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, cfg.dtype))
+        merged = PeftModel.from_pretrained(full, dest / "adapter").merge_and_unload()
+    else:
+        merged = trainer.model.merge_and_unload()
+    merged.save_pretrained(dest / "merged", safe_serialization=True)
+    tokenizer.save_pretrained(dest / "merged")
+
+
+@task(name=STAGE, cache_key_fn=prefect_cache_key, persist_result=True)
+def train_sft(cfg: SFTStageConfig, inputs: Path, out_dir: Path) -> Path:
+    """Prefect task: LoRA SFT on the mixed data."""
+    return train(cfg, inputs, out_dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from flows.config import parse_override, deep_merge
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mix", type=Path, required=True, help="mix stage dir holding train.jsonl and val.jsonl")
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--base-model", default=EMBEDDED, help="base model (default: the embedded SmolLM2-135M)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="SFTConfig field, e.g. max_steps=10")
+    args = parser.parse_args(argv)
+    trainer: dict = {}
+    for item in args.set:
+        trainer = deep_merge(trainer, parse_override(item))
+    print(train(SFTStageConfig(base_model=args.base_model, trainer=trainer), args.mix, args.out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Every shipped YAML validates under every profile, and config mistakes produce useful errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.config import CONFIG_DIR, PROFILES, ConfigError, load_config, parse_override
+
+
+def project_models():
+    from flows.ben_lab import BenLabConfig
+
+    return {"ben-lab": BenLabConfig}
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("project", ["ben-lab"])
+def test_shipped_configs_validate(project, profile):
+    cfg = load_config(project_models()[project], project, profile=profile)
+    assert cfg.profile == profile
+
+
+def test_every_yaml_belongs_to_a_project():
+    shipped = {p.stem for p in CONFIG_DIR.glob("*.yaml")}
+    assert shipped <= {m.replace("-", "_") for m in project_models()} | {"quantum_mind", "lift_sys", "indra_quantum", "tuning_agent"}
+
+
+def test_gpu_profile_uses_the_seed_sizes():
+    from flows.ben_lab import BenLabConfig
+
+    cfg = load_config(BenLabConfig, "ben-lab", profile="gpu")
+    assert cfg.sft.base_model == "meta-llama/Llama-3.2-1B-Instruct"
+    assert (cfg.sft.lora.r, cfg.sft.lora.alpha) == (16, 32)
+    assert cfg.sft.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    t = cfg.sft.trainer
+    assert (t["per_device_train_batch_size"], t["gradient_accumulation_steps"], t["learning_rate"], t["num_train_epochs"]) == (2, 4, 2e-4, 1)
+    assert t["bf16"] is True and "max_steps" not in t
+
+
+def test_local_profile_runs_the_embedded_model_on_cpu():
+    from flows.ben_lab import BenLabConfig
+
+    cfg = load_config(BenLabConfig, "ben-lab", profile="local")
+    assert cfg.sft.base_model == "embedded:smollm2-135m-instruct"
+    assert cfg.sft.trainer["bf16"] is False and cfg.sft.dtype == "float32"
+
+
+def test_set_overrides_nested_values_with_yaml_types():
+    from flows.ben_lab import BenLabConfig
+
+    cfg = load_config(BenLabConfig, "ben-lab", overrides=["sft.trainer.max_steps=7", "harvest.system_sizes=[4, 8]",
+                                                            "harvest.lab_url=http://lab:8000"])
+    assert cfg.sft.trainer["max_steps"] == 7
+    assert cfg.harvest.system_sizes == [4, 8]
+    assert cfg.harvest.lab_url == "http://lab:8000"
+
+
+def test_unknown_key_names_the_key_and_lists_valid_ones():
+    from flows.ben_lab import BenLabConfig
+
+    with pytest.raises(ConfigError) as e:
+        load_config(BenLabConfig, "ben-lab", overrides=["sft.lora.rnak=4"])
+    msg = str(e.value)
+    assert "sft.lora.rnak" in msg and "alpha" in msg and "target_modules" in msg
+
+
+def test_wrong_type_names_the_key_and_how_to_fix():
+    from flows.ben_lab import BenLabConfig
+
+    with pytest.raises(ConfigError) as e:
+        load_config(BenLabConfig, "ben-lab", overrides=["harvest.concurrency=lots"])
+    assert "harvest.concurrency" in str(e.value) and "--set harvest.concurrency=" in str(e.value)
+
+
+def test_bad_override_syntax_is_explained():
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_override("sft.max_steps")
+
+
+def test_unknown_profile_is_rejected():
+    from flows.ben_lab import BenLabConfig
+
+    with pytest.raises(ConfigError, match="unknown profile"):
+        load_config(BenLabConfig, "ben-lab", profile="tpu")
+
+
+def test_cli_reports_config_errors_without_a_traceback(capsys):
+    from flows.ben_lab import main
+
+    assert main(["--set", "sft.lora.rnak=4"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'sft.lora.rnak'" in err and "Traceback" not in err
