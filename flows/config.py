@@ -41,6 +41,11 @@ def parse_override(item: str) -> dict:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set sft.max_steps=20")
     key, raw = item.split("=", 1)
     value = yaml.safe_load(raw) if raw.strip() else ""
+    if isinstance(value, str):
+        try:
+            value = float(value)  # YAML 1.1 reads "1e-3" as a string; people mean a number
+        except ValueError:
+            pass
     node: Any = value
     for part in reversed(key.strip().split(".")):
         node = {part: node}

@@ -89,17 +89,23 @@ def load_model(cfg: SFTStageConfig, base: str):
     import torch
     from transformers import AutoModelForCausalLM
 
-    dtype = getattr(torch, cfg.dtype)
     if cfg.quantization == "4bit":
-        if not has_cuda():
-            print("[sft] quantization: 4bit asks for QLoRA, but no CUDA GPU is present: training an unquantised LoRA "
-                  "instead (bitsandbytes 4-bit on CPU is 2x slower than fp32). Set sft.quantization=none to silence this.")
-        else:
-            from peft import prepare_model_for_kbit_training
+        if has_cuda():
+            return load_quantized(cfg, base)
+        print("[sft] quantization: 4bit asks for QLoRA, but no CUDA GPU is present: training an unquantised LoRA "
+              "instead (bitsandbytes 4-bit on CPU is 2x slower than fp32). Set sft.quantization=none to silence this.")
+    return AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, cfg.dtype))
 
-            model = AutoModelForCausalLM.from_pretrained(base, quantization_config=qlora_config(cfg), dtype=dtype)
-            return prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(cfg.trainer.get("activation_checkpointing", cfg.trainer.get("gradient_checkpointing"))))
-    return AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+
+def load_quantized(cfg: SFTStageConfig, base: str):
+    """QLoRA base: NF4 weights prepared for k-bit training (layer norms in fp32, input grads on)."""
+    import torch
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, quantization_config=qlora_config(cfg), dtype=getattr(torch, cfg.dtype))
+    checkpointing = bool(cfg.trainer.get("activation_checkpointing", cfg.trainer.get("gradient_checkpointing")))
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
 
 
 def qlora_config(cfg: SFTStageConfig):
@@ -132,8 +138,6 @@ def build_trainer(cfg: SFTStageConfig, base: str, train_rows: list[dict], val_ro
 
 def train(cfg: SFTStageConfig, inputs: Path, out_dir: Path) -> Path:
     """Fine-tune on ``<mix>/train.jsonl``, evaluate on ``<mix>/val.jsonl``; resumable."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     out_dir, mix_dir = Path(out_dir), Path(inputs)
     train_file, val_file = mix_dir / "train.jsonl", mix_dir / "val.jsonl"
     key = stage_key(STAGE, cfg, [train_file, val_file], module_source(train))
@@ -148,7 +152,7 @@ def train(cfg: SFTStageConfig, inputs: Path, out_dir: Path) -> Path:
     ckpt_dir = work / "checkpoints"
     log = StepLog(work / "steps.jsonl")
     trainer = build_trainer(cfg, base, train_rows, val_rows, ckpt_dir, callbacks=[log.callback()])
-    resume = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.exists() else None
+    resume = last_complete_checkpoint(ckpt_dir)
     before_file = work / "eval_before.json"
     if resume:
         print(f"[sft] resuming from {resume}")
@@ -183,6 +187,23 @@ def train(cfg: SFTStageConfig, inputs: Path, out_dir: Path) -> Path:
     publish_table("sft", counts_table(out.counts, out.metrics), "SFT: eval loss before/after, throughput")
     publish_image("sft-loss-curve", out_dir / "loss_curve.png", "SFT loss curve")
     return out_dir
+
+
+def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
+    """The newest checkpoint that was fully written; torn ones (a kill mid-save) are deleted.
+
+    The Trainer writes ``trainer_state.json`` last, so a checkpoint whose state file parses is whole.
+    """
+    if not ckpt_dir.exists():
+        return None
+    for ckpt in sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text())
+            return str(ckpt)
+        except (FileNotFoundError, json.JSONDecodeError):
+            print(f"[sft] discarding incomplete checkpoint {ckpt.name} (the run was killed while saving it)")
+            shutil.rmtree(ckpt, ignore_errors=True)
+    return None
 
 
 def _save(trainer, cfg: SFTStageConfig, base: str, dest: Path) -> None:

@@ -49,7 +49,8 @@ def test_set_overrides_nested_values_with_yaml_types():
     from flows.ben_lab import BenLabConfig
 
     cfg = load_config(BenLabConfig, "ben-lab", overrides=["sft.trainer.max_steps=7", "harvest.system_sizes=[4, 8]",
-                                                            "harvest.lab_url=http://lab:8000"])
+                                                            "harvest.lab_url=http://lab:8000", "sft.trainer.learning_rate=1e-3"])
+    assert cfg.sft.trainer["learning_rate"] == 1e-3
     assert cfg.sft.trainer["max_steps"] == 7
     assert cfg.harvest.system_sizes == [4, 8]
     assert cfg.harvest.lab_url == "http://lab:8000"
