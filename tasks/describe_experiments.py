@@ -151,7 +151,9 @@ def _describe_drift(row: dict, peers: dict[str, float]) -> tuple[str, str, dict]
          f"{steps}. Is this phase stable under deeper replays?")
     others = ", ".join(f"{p} {fmt(v)}" for p, v in sorted(peers.items()))
     mine = peers[res["phase_type"]]
-    trend = ("grows with depth" if final > runs[1]["drift"] + 1e-9 else "does not grow with depth") if len(runs) > 2 else "was measured once"
+    first = runs[1]["drift"] if len(runs) > 1 else final
+    trend = ("keeps growing with depth" if final > 1.1 * first + 1e-9
+             else "jumps at the first deeper replay and then levels off" if first >= 0.1 else "stays small at every depth")
     verdict = "stable" if final < 0.1 else "moderately sensitive" if final < 0.5 else "strongly sensitive"
     a = (f"Drift {trend}, reaching {fmt(final)} at depth {fmt(runs[-1]['depth'])}, so {res['phase_type']} is {verdict} to replay depth here. "
          f"Mean final drift per phase in this harvest: {others}; this phase's mean is {fmt(mine)}.")

@@ -12,7 +12,7 @@ class PhaseThresholds(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     string_order: float = Field(0.5, description="string_order above this → SPT cluster phase")
-    randomness: float = Field(0.6, description="randomness_score above this (with no string order) → pseudorandom")
+    randomness: float = Field(0.3, description="randomness_score above this (no string order, short correlations) → pseudorandom")
     ordered_correlation_fraction: float = Field(0.5, description="correlation_length / system_size above this → ordered Ising")
 
 
@@ -20,10 +20,10 @@ def classify_phase(summary: dict, th: PhaseThresholds) -> str:
     """The phase the measurements indicate (independent of what was requested)."""
     if summary["string_order"] >= th.string_order:
         return "spt_cluster"
-    if summary["randomness_score"] >= th.randomness:
-        return "pseudorandom"
     if summary["correlation_length"] >= th.ordered_correlation_fraction * summary["system_size"]:
         return "ising_symmetry_breaking"
+    if summary["randomness_score"] >= th.randomness:
+        return "pseudorandom"
     return "trivial_product"
 
 

@@ -119,12 +119,16 @@ def harvest(cfg: HarvestConfig, inputs: None, out_dir: Path) -> Path:
         with open(work_log, "a") as log, StageProgress(f"harvest {len(todo)} experiments", len(todo)) as progress, \
                 ThreadPoolExecutor(cfg.concurrency) as pool:
             futures = [pool.submit(_call, client, item) for item in todo]
-            for fut in as_completed(futures):
-                row = fut.result()
-                log.write(json.dumps(row) + "\n")
-                log.flush()
-                done[row["id"]] = row
-                progress.advance()
+            try:
+                for fut in as_completed(futures):
+                    row = fut.result()
+                    log.write(json.dumps(row) + "\n")
+                    log.flush()
+                    done[row["id"]] = row
+                    progress.advance()
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)  # what finished is in the work log for the re-run
+                raise
         rows = [done[item.id] for item in plan]
         with open(out.tmp / "experiments.jsonl", "w") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in rows)

@@ -1,0 +1,78 @@
+"""Instruction records from real lab results: grounded in the numbers, checked, in both shapes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from adapters.lab_server import reference_lab
+from tasks.describe_experiments import DescribeConfig, describe, grounding_numbers, unsupported_numbers
+from tasks.harvest_experiments import HarvestConfig, harvest
+from tasks.records import RecordError, read_chat_records, read_jsonl
+
+
+@pytest.fixture(scope="module")
+def harvested(tmp_path_factory):
+    cfg = HarvestConfig(phase_runs_per_type=4, tri_runs=8, discovery_runs=2, drift_runs=8, system_sizes=[8, 12],
+                        depths=[1, 2], discovery_per_phase=[5])
+    with reference_lab() as url:
+        return harvest(cfg.model_copy(update={"lab_url": url}), None, tmp_path_factory.mktemp("h") / "harvest")
+
+
+@pytest.fixture(scope="module")
+def described(harvested, tmp_path_factory):
+    return describe(DescribeConfig(), harvested, tmp_path_factory.mktemp("d") / "describe")
+
+
+def test_every_experiment_becomes_one_record_in_both_shapes(harvested, described):
+    experiments = read_jsonl(harvested / "experiments.jsonl")
+    chats = read_chat_records(described / "chat.jsonl")
+    legacy = read_jsonl(described / "lab_instructions.jsonl")
+    assert len(chats) == len(legacy) == len(experiments) == 34
+    assert all(set(r) == {"instruction", "input", "output", "meta"} and r["input"] == "" for r in legacy)
+    assert {r["meta"]["kind"] for r in legacy} == {"phase", "tri", "discovery", "replay_drift"}
+    assert [m.role for m in chats[0].messages] == ["system", "user", "assistant"]
+
+
+def test_every_quoted_number_is_in_the_experiment_result(harvested, described):
+    experiments = {r["id"]: r for r in read_jsonl(harvested / "experiments.jsonl")}
+    for rec in read_chat_records(described / "chat.jsonl"):
+        exp = experiments[rec.meta["experiment_id"]]
+        text = rec.messages[1].content + " " + rec.messages[2].content
+        assert unsupported_numbers(text, grounding_numbers(exp["request"], exp["response"], rec.meta["grounding"])) == []
+
+
+def test_answers_are_specific_not_boilerplate(described):
+    answers = [r.messages[2].content for r in read_chat_records(described / "chat.jsonl")]
+    assert len(set(answers)) == len(answers)
+
+
+def test_unbiased_phase_runs_are_named_after_what_the_lab_prepared(harvested, described):
+    experiments = {r["id"]: r for r in read_jsonl(harvested / "experiments.jsonl")}
+    for rec in read_chat_records(described / "chat.jsonl"):
+        exp = experiments[rec.meta["experiment_id"]]
+        if rec.kind == "phase" and exp["request"]["bias"] is None:
+            assert rec.meta["grounding"]["phase_indicated"] == exp["request"]["phase_type"]
+            assert f"indicate the {exp['request']['phase_type']} phase" in rec.messages[2].content
+
+
+def test_tri_answers_compare_against_the_other_runs(described):
+    tri = [r for r in read_chat_records(described / "chat.jsonl") if r.kind == "tri"]
+    assert all("median" in r.messages[2].content and "rank" in r.messages[2].content for r in tri)
+
+
+def test_checker_catches_an_invented_number():
+    grounding = grounding_numbers({"TRI": 0.4217, "system_size": 16})
+    assert unsupported_numbers("TRI = 0.422 on 16 sites", grounding) == []
+    assert unsupported_numbers("TRI = 0.523 on 16 sites", grounding) == ["0.523"]
+
+
+def test_a_response_missing_a_field_is_named(tmp_path, harvested):
+    rows = read_jsonl(harvested / "experiments.jsonl")
+    del rows[0]["response"]["summary"]
+    bad = tmp_path / "experiments.jsonl"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(RecordError, match=r"record 1 \(phase-ising_symmetry_breaking-000\): response lacks field 'summary'"):
+        describe(DescribeConfig(), bad, tmp_path / "describe")
+    assert not (tmp_path / "describe").exists()

@@ -1,0 +1,85 @@
+"""Harvest against a real reference lab: plan coverage, faults, resume, and unreachable labs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from adapters.lab_client import LabUnreachableError
+from adapters.lab_server import reference_lab
+from tasks.harvest_experiments import HarvestConfig, harvest, plan_experiments
+from tasks.records import read_jsonl
+from tasks.stage import stage_key, module_source
+
+
+def tiny_plan(**kw) -> HarvestConfig:
+    base = dict(phase_runs_per_type=2, tri_runs=4, discovery_runs=1, drift_runs=4, system_sizes=[6, 8], depths=[1, 2],
+                discovery_per_phase=[5], concurrency=4, timeout_s=10, retries=6)
+    return HarvestConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with reference_lab() as url:
+        yield url
+
+
+def test_default_plan_is_the_seeds_275(tmp_path):
+    plan = plan_experiments(HarvestConfig())
+    kinds = [p.kind for p in plan]
+    assert (kinds.count("phase"), kinds.count("tri"), kinds.count("discovery"), kinds.count("replay_drift")) == (160, 60, 15, 40)
+    assert len({p.id for p in plan}) == 275
+    phases = [p.request["phase_type"] for p in plan if p.kind == "phase"]
+    assert {ph: phases.count(ph) for ph in set(phases)} == {ph: 40 for ph in set(phases)} and len(set(phases)) == 4
+
+
+def test_harvest_writes_one_validated_row_per_planned_experiment(tmp_path, lab):
+    cfg = tiny_plan(lab_url=lab)
+    out = harvest(cfg, None, tmp_path / "harvest")
+    rows = read_jsonl(out / "experiments.jsonl")
+    assert [r["id"] for r in rows] == [p.id for p in plan_experiments(cfg)]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"] == {"phase": 8, "tri": 4, "discovery": 1, "replay_drift": 4, "total": 17}
+    phase = next(r for r in rows if r["kind"] == "phase")
+    assert len(phase["response"]["feature_vector"]) == 16 and "string_order" in phase["response"]["summary"]
+    assert not list(tmp_path.glob(".harvest.work-*")), "the resume log is removed once the stage is published"
+
+
+def test_flaky_lab_is_harvested_once_each_with_retries(tmp_path):
+    cfg = tiny_plan(timeout_s=1.0, retries=8)
+    with reference_lab(fail_rate=0.3, timeout_rate=0.1, hang_seconds=3, fault_seed=7) as url:
+        out = harvest(cfg.model_copy(update={"lab_url": url}), None, tmp_path / "harvest")
+    rows = read_jsonl(out / "experiments.jsonl")
+    ids = [r["id"] for r in rows]
+    assert sorted(ids) == sorted(p.id for p in plan_experiments(cfg)) and len(ids) == len(set(ids))
+    assert json.loads((out / "manifest.json").read_text())["metrics"]["retries"] > 0
+
+
+def test_interrupted_harvest_resumes_without_repeating_work(tmp_path, lab):
+    cfg = tiny_plan(lab_url=lab)
+    first = harvest(cfg, None, tmp_path / "first")
+    rows = read_jsonl(first / "experiments.jsonl")
+    # What an interrupted run leaves: the work log with the finished half (and a torn last line).
+    out_dir = tmp_path / "second"
+    key = stage_key("harvest", cfg, None, module_source(harvest))
+    log = tmp_path / f".second.work-{key}.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows[:9]) + '{"id": "tri-00')
+    out = harvest(cfg, None, out_dir)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["metrics"]["resumed_from_earlier_run"] == 9
+    assert [r["id"] for r in read_jsonl(out / "experiments.jsonl")] == [r["id"] for r in rows]
+
+
+def test_unreachable_lab_names_the_url_and_leaves_nothing(tmp_path):
+    with pytest.raises(LabUnreachableError, match=r"http://127\.0\.0\.1:9"):
+        harvest(tiny_plan(lab_url="http://127.0.0.1:9", retries=1), None, tmp_path / "harvest")
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]
+
+
+def test_second_run_is_a_cache_hit_and_needs_no_lab(tmp_path, lab):
+    cfg = tiny_plan(lab_url=lab)
+    out = harvest(cfg, None, tmp_path / "harvest")
+    stamp = (out / "manifest.json").stat().st_mtime_ns
+    harvest(cfg, None, tmp_path / "harvest")
+    assert (out / "manifest.json").stat().st_mtime_ns == stamp
