@@ -93,10 +93,11 @@ class OllamaServer:
                  retries: int = 3, backoff_s: float = 1.0):
         try:
             import httpx
-            from ollama import Client
+            from ollama import Client, ResponseError
         except ImportError as e:
             raise RuntimeError(f"the ollama client is not installed ({e}); pip install ollama") from None
         self.host, self.retries, self.backoff_s = host, retries, backoff_s
+        self._response_error = ResponseError
         self._client = Client(host=host, timeout=httpx.Timeout(timeout, connect=connect_timeout))
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -104,8 +105,10 @@ class OllamaServer:
             try:
                 return fn()
             except Exception as e:  # noqa: BLE001 - classified right below
-                if not is_retryable(e):
+                if isinstance(e, self._response_error) and not is_retryable(e):
                     raise OllamaError(f"Ollama at {self.host}: {what} failed: {e}") from None
+                if not is_retryable(e):
+                    raise
                 if attempt == self.retries:
                     raise OllamaUnavailable(
                         f"Ollama at {self.host}: {what} failed after {self.retries + 1} attempts: {e}") from None
