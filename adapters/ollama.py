@@ -111,7 +111,7 @@ class OllamaServer:
                     raise
                 if attempt == self.retries:
                     raise OllamaUnavailable(
-                        f"Ollama at {self.host}: {what} failed after {self.retries + 1} attempts: {e}") from None
+                        f"Ollama at {self.host}: {what} failed ({self.retries + 1} attempt(s)): {e}") from None
                 time.sleep(self.backoff_s * 2**attempt)
         raise AssertionError("unreachable")
 

@@ -32,6 +32,7 @@ from tasks.stage import cached, module_source, prefect_cache_key, read_manifest,
 
 STAGE = "install"
 MODELFILE = "Modelfile"
+RAW_TEXT_FIELDS = ("model_name", "host", "system", "template", "check_prompt")  # --set takes these verbatim
 
 
 class InstallConfig(BaseModel):
@@ -177,7 +178,7 @@ def _install(cfg: InstallConfig, model_file: Path, adapter_file: Path | None, te
         try:
             server.ping()
         except OllamaUnavailable as e:
-            return {"installed": False, "reason": str(e)}
+            return {"installed": False, "reason": str(e), "blobs": {}, "check": None}
         started = time.perf_counter()
         files = {model_file.name: server.push_blob(model_file)}
         adapters = {adapter_file.name: server.push_blob(adapter_file)} if adapter_file else {}
@@ -195,8 +196,11 @@ def _install(cfg: InstallConfig, model_file: Path, adapter_file: Path | None, te
 
 
 def _config_help(model: type[BaseModel]) -> str:
-    return "config fields (--set KEY=VALUE, values parsed as YAML):\n" + "\n".join(
-        f"  {name}{' (required)' if f.is_required() else ''}: {f.description}" for name, f in model.model_fields.items())
+    def default(f) -> str:
+        return "required" if f.is_required() else "default from env" if f.default_factory else f"default {f.default!r}"
+
+    return "config fields (--set KEY=VALUE):\n" + "\n".join(
+        f"  {name} ({default(f)}): {f.description}" for name, f in model.model_fields.items())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         k, sep, v = item.partition("=")
         if not sep:
             parser.error(f"--set {item!r}: expected KEY=VALUE")
-        data[k.strip()] = yaml.safe_load(v) if k.strip() not in ("system", "check_prompt", "model_name", "host") else v
+        k = k.strip()
+        data[k] = v if k in RAW_TEXT_FIELDS else yaml.safe_load(v)
     try:
         cfg = InstallConfig.model_validate(data)
     except ValidationError as e:

@@ -167,7 +167,9 @@ def render_go(template: str, messages: list[dict]) -> str:
 
 
 def test_go_renderer_itself_follows_go_semantics():
-    tpl = '{{- $x := len .Messages }}n={{ $x }} {{ if and (eq $x 2) (ne (index .Messages 0).Role "user") }}A{{ else }}B{{ end }}\n  {{- range $i, $_ := .Messages }}[{{ $i }}:{{ .Role }}]{{ end }}'
+    tpl = ('{{- $x := len .Messages }}n={{ $x }} '
+           '{{ if and (eq $x 2) (ne (index .Messages 0).Role "user") }}A{{ else }}B{{ end }}\n'
+           '  {{- range $i, $_ := .Messages }}[{{ $i }}:{{ .Role }}]{{ end }}')
     msgs = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
     assert render_go(tpl, msgs) == "n=2 A[0:system][1:user]"
     assert render_go(tpl, msgs[1:]) == "n=1 B[0:user]"
