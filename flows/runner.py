@@ -14,6 +14,7 @@ class StageTimer:
 
     def __init__(self) -> None:
         self.stages: dict[str, dict[str, Any]] = {}
+        self.manifests: dict[str, dict[str, Any]] = {}
 
     def __call__(self, name: str, task: Callable, *args, **kwargs) -> Path:
         started = time.time()
@@ -26,6 +27,7 @@ class StageTimer:
             "counts": manifest.get("counts", {}),
             "metrics": manifest.get("metrics", {}),
         }
+        self.manifests[name] = manifest
         return out
 
     def write_summary(self, path: Path, project: str, profile: str, **extra) -> dict:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import subprocess
@@ -170,9 +169,8 @@ def test_converter_failure_shows_stderr_and_leaves_nothing(tmp_path):
 
 
 def test_fetch_script_extracts_only_the_converters(tmp_path):
-    spec = importlib.util.spec_from_file_location("fetch_llama_cpp", ROOT / "scripts" / "fetch_llama_cpp.py")
-    fetch = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fetch)
+    from adapters import llama_cpp_source as fetch
+
     sdist = tmp_path / "llama_cpp_python-9.9.9.tar.gz"
     members = ["vendor/llama.cpp/convert_hf_to_gguf.py", "vendor/llama.cpp/convert_lora_to_gguf.py",
                "vendor/llama.cpp/conversion/llama.py", "vendor/llama.cpp/gguf-py/gguf/__init__.py",

@@ -1,0 +1,97 @@
+"""ben-lab end to end on the real embedded model: harvest → ... → GGUF that llama.cpp answers with."""
+
+from __future__ import annotations
+
+import io
+import json
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+
+from flows.ben_lab import BenLabConfig, ben_lab, main
+
+TINY = ["harvest.phase_runs_per_type=4", "harvest.tri_runs=8", "harvest.discovery_runs=2", "harvest.drift_runs=8",
+        "harvest.system_sizes=[6, 8]", "harvest.depths=[1, 2]", "harvest.discovery_per_phase=[5]",
+        "mix.val_fraction=0.2", "sft.trainer.max_steps=10", "sft.trainer.learning_rate=5e-4", "sft.trainer.save_steps=5",
+        "export.parity_prompts=4", "install.retries=0"]
+
+
+def manifests(root: Path) -> dict[str, str]:
+    return {s: json.loads((root / s / "manifest.json").read_text())["finished_at"] + json.loads(
+        (root / s / "manifest.json").read_text())["key"] for s in ("harvest", "describe", "mix", "sft", "export")}
+
+
+@pytest.fixture(scope="module")
+def first_run(prefect_harness, tmp_path_factory, model_cache):
+    import os
+
+    os.environ["OLLAMA_HOST"] = "http://127.0.0.1:9"  # nothing listens: the install must say it did not happen
+    data = tmp_path_factory.mktemp("flow") / "data"
+    overrides = TINY + [f"sft.model_cache_dir={model_cache}"]
+    summary = ben_lab(data_dir=str(data), overrides=overrides)
+    return data, overrides, summary
+
+
+@pytest.mark.slow
+def test_flow_trains_exports_and_reports(first_run):
+    data, _, summary = first_run
+    root = data / "ben_lab"
+    assert json.loads((root / "summary.json").read_text()) == summary
+    assert summary["counts"]["harvest"]["total"] == 34 and summary["counts"]["describe"]["records"] == 34
+    assert summary["eval_loss_after"] < summary["eval_loss_before"]
+    assert summary["parity_rate"] >= 0.95
+    assert summary["installed"] is False and summary["install_command"].startswith("ollama create ben-lab -f ")
+    assert set(summary["stages"]) == {"harvest", "describe", "mix", "sft", "export", "install"}
+    assert all(s["wall_time_s"] >= 0 for s in summary["stages"].values())
+    assert (root / "describe" / "lab_instructions.jsonl").exists() and (root / "install" / "Modelfile").exists()
+
+
+@pytest.mark.slow
+def test_exported_gguf_loads_in_llama_cpp_and_answers(first_run):
+    from adapters.llama_cpp import GgufModel, render_chat_template
+
+    _, _, summary = first_run
+    with GgufModel(Path(summary["gguf"]["q8_0"])) as model:
+        prompt = render_chat_template(model.chat_template, [{"role": "user", "content": "Which phase has string order 0.98?"}],
+                                      bos_token=model.bos_token, eos_token=model.eos_token)
+        out = model.detokenize(model.greedy(model.tokenize(prompt), 24))
+    assert len(out.strip()) > 0
+
+
+@pytest.mark.slow
+def test_rerun_with_nothing_changed_reexecutes_no_stage(first_run):
+    data, overrides, _ = first_run
+    before = manifests(data / "ben_lab")
+    ben_lab(data_dir=str(data), overrides=overrides)
+    assert manifests(data / "ben_lab") == before
+
+
+@pytest.mark.slow
+def test_changing_an_sft_setting_reruns_only_sft_and_later(first_run):
+    data, overrides, _ = first_run
+    before = manifests(data / "ben_lab")
+    ben_lab(data_dir=str(data), overrides=overrides + ["sft.lora.dropout=0.1"])
+    after = manifests(data / "ben_lab")
+    assert {s for s in before if before[s] != after[s]} == {"sft", "export"}
+
+
+@pytest.mark.slow
+def test_chat_runs_a_lab_experiment_and_the_model_answers(first_run):
+    from flows.lab_chat import chat
+
+    data, overrides, _ = first_run
+    said: list[str] = []
+    args = Namespace(config=None, profile="local", data_dir=data, overrides=overrides, lab_url=None)
+    stdin = io.StringIO("/run phase_type=spt_cluster system_size=8 depth=2 seed=5\nquit\n")
+    assert chat("ben-lab", BenLabConfig, args, stdin=stdin, say=said.append) == 0
+    lab_lines = [s for s in said if s.startswith("[lab] run_phase_experiment")]
+    assert lab_lines and '"string_order"' in lab_lines[0]
+    assert said.index(lab_lines[0]) < len(said) - 1, "the model answers after the lab result"
+
+
+def test_unreachable_lab_fails_with_one_clear_error(tmp_path, capsys, prefect_harness):
+    code = main(["--lab-url", "http://127.0.0.1:9", "--data-dir", str(tmp_path / "d"), "--set", "harvest.retries=0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "http://127.0.0.1:9" in err and "unreachable" in err
+    assert not (tmp_path / "d" / "ben_lab" / "harvest").exists()
