@@ -8,13 +8,14 @@ Order of precedence (later wins): ``configs/<project>.yaml`` → ``configs/profi
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
+
+from tasks.stage_cli import deep_merge, parse_override
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "configs"
@@ -25,31 +26,6 @@ M = TypeVar("M", bound=BaseModel)
 
 class ConfigError(ValueError):
     """A config problem, with the key and how to fix it."""
-
-
-def deep_merge(base: dict, overlay: dict) -> dict:
-    """Recursively merge ``overlay`` into a copy of ``base`` (dicts merge, everything else replaces)."""
-    out = copy.deepcopy(base)
-    for k, v in (overlay or {}).items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
-
-
-def parse_override(item: str) -> dict:
-    """``a.b.c=VALUE`` → ``{"a": {"b": {"c": VALUE}}}``; VALUE is parsed as YAML (numbers, lists, null)."""
-    if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set sft.max_steps=20")
-    key, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
-    if isinstance(value, str):
-        try:
-            value = float(value)  # YAML 1.1 reads "1e-3" as a string; people mean a number
-        except ValueError:
-            pass
-    node: Any = value
-    for part in reversed(key.strip().split(".")):
-        node = {part: node}
-    return node
 
 
 def _load_yaml(path: Path) -> dict:
@@ -106,7 +82,10 @@ def load_config(
     data = deep_merge(data, prof.get("default", {}))
     data = deep_merge(data, prof.get(project.replace("-", "_"), {}))
     for item in overrides or []:
-        data = deep_merge(data, parse_override(item))
+        try:
+            data = deep_merge(data, parse_override(item))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     data = deep_merge(data, extra or {})
     if os.environ.get("LABTUNE_DATA_DIR") and "data_dir" not in (extra or {}):
         data["data_dir"] = os.environ["LABTUNE_DATA_DIR"]

@@ -10,7 +10,6 @@ the users' ``lab_instructions.jsonl`` shape.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import re
 import statistics
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tasks.describe_phases import PhaseThresholds, classify_phase, phase_reasoning
 from tasks.records import ChatRecord, RecordError, read_jsonl, write_jsonl
 from tasks.reporting import counts_table, publish_table
+from tasks.stage_cli import config_from_args, stage_parser
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
 
 STAGE = "describe"
@@ -228,11 +228,11 @@ def describe_experiments(cfg: DescribeConfig, inputs: Path, out_dir: Path) -> Pa
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("python -m tasks.describe_experiments", __doc__, DescribeConfig)
     parser.add_argument("--experiments", type=Path, required=True, help="experiments.jsonl (or the harvest dir)")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     args = parser.parse_args(argv)
-    print(describe(DescribeConfig(), args.experiments, args.out))
+    print(describe(config_from_args(DescribeConfig, args, parser), args.experiments, args.out))
 
 
 if __name__ == "__main__":

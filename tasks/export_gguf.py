@@ -12,20 +12,19 @@ the same prompt text as the tokenizer's ``apply_chat_template``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from prefect import task
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapters.llama_cpp import GgufModel, LlamaCppError, convert_hf, convert_lora, render_chat_template, resolve_llama_cpp_dir
 from tasks.records import read_chat_records
 from tasks.reporting import StageProgress, counts_table, publish_table
+from tasks.stage_cli import config_from_args, stage_parser
 from tasks.stage import MANIFEST, cached, module_source, prefect_cache_key, read_manifest, stage_key, stage_output
 
 STAGE = "export"
@@ -265,31 +264,13 @@ def _check(cfg: ExportConfig, rates: dict, rows: list[dict], template_fail: list
             "or set require_template_match: false")
 
 
-def _config_help(model: type[BaseModel]) -> str:
-    return "config fields (--set KEY=VALUE, values parsed as YAML):\n" + "\n".join(
-        f"  {name} (default {f.default!r}): {f.description}" for name, f in model.model_fields.items())
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tasks.export_gguf", description=__doc__,
-                                     epilog=_config_help(ExportConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("python -m tasks.export_gguf", __doc__, ExportConfig)
     parser.add_argument("sft_dir", type=Path, help="SFT stage output (merged/, adapter/, manifest.json)")
     parser.add_argument("val_jsonl", type=Path, help="val split: canonical chat records (JSONL)")
     parser.add_argument("--out", type=Path, required=True, help="output dir of this stage")
-    parser.add_argument("--config", type=Path, help="YAML file with ExportConfig fields")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config field, e.g. --set parity_prompts=4 (repeatable)")
     args = parser.parse_args(argv)
-    data = (yaml.safe_load(args.config.read_text()) or {}) if args.config else {}
-    for item in args.overrides:
-        k, sep, v = item.partition("=")
-        if not sep:
-            parser.error(f"--set {item!r}: expected KEY=VALUE")
-        data[k.strip()] = yaml.safe_load(v)
-    try:
-        cfg = ExportConfig.model_validate(data)
-    except ValidationError as e:
-        parser.error(str(e))
+    cfg = config_from_args(ExportConfig, args, parser)
     out = run(cfg, [args.sft_dir, args.val_jsonl], args.out)
     manifest = read_manifest(out)
     print(json.dumps({"out": str(out), "counts": manifest["counts"], "metrics": manifest["metrics"]}, indent=2))

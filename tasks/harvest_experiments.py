@@ -10,7 +10,6 @@ where it stopped, and a retried request can never produce a second copy.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.lab_client import LabClient
 from tasks.reporting import StageProgress, counts_table, publish_table
+from tasks.stage_cli import config_from_args, stage_parser
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
 
 STAGE = "harvest"
@@ -160,13 +160,11 @@ def harvest_experiments(cfg: HarvestConfig, inputs: None, out_dir: Path) -> Path
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("python -m tasks.harvest_experiments", __doc__, HarvestConfig)
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--lab-url", help="Jarvis-compatible lab URL (default: start the reference lab)")
-    parser.add_argument("--phase-runs", type=int, default=40, help="runs per phase type")
     args = parser.parse_args(argv)
-    cfg = HarvestConfig(lab_url=args.lab_url, phase_runs_per_type=args.phase_runs)
-    print(harvest(cfg, None, args.out))
+    print(harvest(config_from_args(HarvestConfig, args, parser, lab_url=args.lab_url), None, args.out))
 
 
 if __name__ == "__main__":

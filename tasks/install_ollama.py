@@ -12,7 +12,6 @@ Modelfile is kept, the exact ``ollama create`` command is printed and the manife
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shlex
@@ -21,13 +20,13 @@ import time
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from prefect import task
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.llama_cpp import render_chat_template
 from adapters.ollama import CHATML_STOPS, OllamaServer, OllamaUnavailable, chatml_template, default_host, modelfile_text
 from tasks.reporting import counts_table, publish_table
+from tasks.stage_cli import config_from_args, stage_parser
 from tasks.stage import cached, module_source, prefect_cache_key, read_manifest, stage_key, stage_output
 
 STAGE = "install"
@@ -195,34 +194,12 @@ def _install(cfg: InstallConfig, model_file: Path, adapter_file: Path | None, te
             "timings": {"upload_s": round(upload_s, 2), "create_s": round(create_s, 2), "check_s": round(check_s, 2)}}
 
 
-def _config_help(model: type[BaseModel]) -> str:
-    def default(f) -> str:
-        return "required" if f.is_required() else "default from env" if f.default_factory else f"default {f.default!r}"
-
-    return "config fields (--set KEY=VALUE):\n" + "\n".join(
-        f"  {name} ({default(f)}): {f.description}" for name, f in model.model_fields.items())
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tasks.install_ollama", description=__doc__,
-                                     epilog=_config_help(InstallConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("python -m tasks.install_ollama", __doc__, InstallConfig)
     parser.add_argument("export_dir", type=Path, help="export stage output (GGUF files + manifest.json)")
     parser.add_argument("--out", type=Path, required=True, help="output dir of this stage (the Modelfile goes here)")
-    parser.add_argument("--config", type=Path, help="YAML file with InstallConfig fields")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config field, e.g. --set model_name=ben-lab (repeatable)")
     args = parser.parse_args(argv)
-    data = (yaml.safe_load(args.config.read_text()) or {}) if args.config else {}
-    for item in args.overrides:
-        k, sep, v = item.partition("=")
-        if not sep:
-            parser.error(f"--set {item!r}: expected KEY=VALUE")
-        k = k.strip()
-        data[k] = v if k in RAW_TEXT_FIELDS else yaml.safe_load(v)
-    try:
-        cfg = InstallConfig.model_validate(data)
-    except ValidationError as e:
-        parser.error(str(e))
+    cfg = config_from_args(InstallConfig, args, parser, raw_keys=RAW_TEXT_FIELDS)
     out = run(cfg, args.export_dir, args.out)
     manifest = read_manifest(out)
     print(json.dumps({k: manifest.get(k) for k in ("installed", "reason", "command", "model", "check")}, indent=2))

@@ -9,7 +9,6 @@ of the final training mix; a source may be upsampled (repeated) only when it all
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import random
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.records import ChatRecord, read_chat_records, write_jsonl
 from tasks.reporting import publish_table
+from tasks.stage_cli import config_from_args, stage_parser
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
 
 STAGE = "mix"
@@ -133,19 +133,18 @@ def mix_datasets(cfg: MixConfig, inputs: list[Path], out_dir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("python -m tasks.mix_datasets", __doc__, MixConfig)
     parser.add_argument("--source", action="append", required=True, metavar="NAME=FILE[:WEIGHT]",
-                        help="a chat-record JSONL and its weight (repeatable)")
-    parser.add_argument("--val-fraction", type=float, default=0.1)
+                        help="a chat-record JSONL and its weight (repeatable, in order)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     sources, files = [], []
     for spec in args.source:
-        name, rest = spec.split("=", 1)
+        name, _, rest = spec.partition("=")
         path, _, weight = rest.partition(":")
-        sources.append(MixSource(name=name, weight=float(weight or 1)))
+        sources.append({"name": name, "weight": float(weight or 1)})
         files.append(Path(path))
-    print(mix(MixConfig(sources=sources, val_fraction=args.val_fraction), files, args.out))
+    print(mix(config_from_args(MixConfig, args, parser, sources=sources), files, args.out))
 
 
 if __name__ == "__main__":

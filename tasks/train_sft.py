@@ -7,12 +7,11 @@ training. Checkpoints go to a work dir that survives a killed run; re-running re
 last checkpoint. The finished stage holds ``adapter/``, ``merged/``, ``training_log.yaml`` and
 ``loss_curve.png``.
 
-    python -m tasks.train_sft --mix data/ben_lab/mix --out data/ben_lab/sft --set max_steps=10
+    python -m tasks.train_sft --mix data/ben_lab/mix --out data/ben_lab/sft --set trainer.max_steps=10
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import time
@@ -26,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from adapters.base_models import EMBEDDED, resolve_base_model
 from tasks.records import read_chat_records
 from tasks.reporting import counts_table, publish_image, publish_table
+from tasks.stage_cli import config_from_args, stage_parser
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
 from tasks.training_log import StepLog, plot_loss_curve
 
@@ -232,18 +232,12 @@ def train_sft(cfg: SFTStageConfig, inputs: Path, out_dir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from flows.config import parse_override, deep_merge
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("python -m tasks.train_sft", __doc__, SFTStageConfig)
     parser.add_argument("--mix", type=Path, required=True, help="mix stage dir holding train.jsonl and val.jsonl")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
-    parser.add_argument("--base-model", default=EMBEDDED, help="base model (default: the embedded SmolLM2-135M)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="SFTConfig field, e.g. max_steps=10")
+    parser.add_argument("--base-model", help=f"base model (default: {EMBEDDED})")
     args = parser.parse_args(argv)
-    trainer: dict = {}
-    for item in args.set:
-        trainer = deep_merge(trainer, parse_override(item))
-    print(train(SFTStageConfig(base_model=args.base_model, trainer=trainer), args.mix, args.out))
+    print(train(config_from_args(SFTStageConfig, args, parser, base_model=args.base_model), args.mix, args.out))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.config import CONFIG_DIR, PROFILES, ConfigError, load_config, parse_override
+from flows.config import CONFIG_DIR, PROFILES, ConfigError, load_config
 
 
 def project_models():
@@ -74,8 +74,10 @@ def test_wrong_type_names_the_key_and_how_to_fix():
 
 
 def test_bad_override_syntax_is_explained():
+    from flows.ben_lab import BenLabConfig
+
     with pytest.raises(ConfigError, match="KEY=VALUE"):
-        parse_override("sft.max_steps")
+        load_config(BenLabConfig, "ben-lab", overrides=["sft.max_steps"])
 
 
 def test_unknown_profile_is_rejected():

@@ -147,7 +147,7 @@ def test_sft_dir_without_base_model_is_named(tmp_path):
 
 def test_missing_llama_cpp_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("LLAMA_CPP_DIR", str(tmp_path / "nowhere"))
-    with pytest.raises(LlamaCppError, match=r"\$LLAMA_CPP_DIR.*fetch_llama_cpp.py .venv/share/llama.cpp"):
+    with pytest.raises(LlamaCppError, match=r"\$LLAMA_CPP_DIR.*adapters.llama_cpp_source .venv/share/llama.cpp"):
         resolve_llama_cpp_dir()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "convert_hf_to_gguf.py").write_text("")

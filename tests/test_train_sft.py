@@ -65,8 +65,8 @@ def test_loss_is_on_the_assistant_answer_only(tiny_model, mix_dir, tmp_path):
 def test_killed_run_resumes_from_its_checkpoint(tmp_path, tiny_model, mix_dir):
     out = tmp_path / "sft"
     cmd = [sys.executable, "-m", "tasks.train_sft", "--mix", str(mix_dir), "--out", str(out), "--base-model", str(tiny_model),
-           "--set", "max_steps=400", "--set", "save_steps=4", "--set", "per_device_train_batch_size=1",
-           "--set", "disable_tqdm=true", "--set", "learning_rate=1e-3"]
+           "--set", "trainer.max_steps=400", "--set", "trainer.save_steps=4", "--set", "trainer.per_device_train_batch_size=1",
+           "--set", "trainer.disable_tqdm=true", "--set", "trainer.learning_rate=1e-3"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
