@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from tasks.reporting import publish_table
 from tasks.stage import read_manifest, write_json_atomic
 
 
@@ -41,4 +42,7 @@ class StageTimer:
             **extra,
         }
         write_json_atomic(path, summary)
+        rows = [{"stage": k, "wall_time_s": v["wall_time_s"], "work_time_s": v["work_time_s"],
+                 **{f"count.{c}": n for c, n in v["counts"].items()}} for k, v in self.stages.items()]
+        publish_table(f"{project}-summary", rows, f"{project}: stage outputs and wall times (summary: {path})")
         return summary

@@ -20,7 +20,7 @@ from typing import Literal
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.lab_client import LabClient
+from adapters.lab_client import LabClient, LabServerError
 from tasks.reporting import StageProgress, counts_table, publish_table
 from tasks.stage_cli import config_from_args, stage_parser
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
@@ -153,7 +153,14 @@ def _lab(cfg: HarvestConfig):
         yield url
 
 
-@task(name=STAGE, cache_key_fn=prefect_cache_key, persist_result=True)
+def _lab_still_failing(task, task_run, state) -> bool:
+    """Retry the whole stage only when the lab kept answering 5xx (it resumes from its work log); 4xx,
+    bad responses and an unreachable lab fail at once with their message."""
+    return isinstance(state.result(raise_on_failure=False), LabServerError)
+
+
+@task(name=STAGE, cache_key_fn=prefect_cache_key, persist_result=True, retries=2, retry_delay_seconds=[10, 60],
+      retry_condition_fn=_lab_still_failing)
 def harvest_experiments(cfg: HarvestConfig, inputs: None, out_dir: Path) -> Path:
     """Prefect task: harvest the configured experiments from the lab."""
     return harvest(cfg, inputs, out_dir)

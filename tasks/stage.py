@@ -157,4 +157,8 @@ def prefect_cache_key(context, parameters: dict) -> str | None:
         key = stage_key(context.task.name, cfg, inputs, module_source(fn))
     except FileNotFoundError:
         return None
-    return key if cached(Path(out_dir), key) else None
+    if not cached(Path(out_dir), key):
+        return None
+    # The same config and inputs written to another directory is another result: Prefect's result
+    # store is shared by every run on the machine, and must not hand back a path to someone else's output.
+    return f"{key}-{hashlib.sha256(str(Path(out_dir).resolve()).encode()).hexdigest()[:12]}"

@@ -95,3 +95,20 @@ def test_unreachable_lab_fails_with_one_clear_error(tmp_path, capsys, prefect_ha
     err = capsys.readouterr().err
     assert code == 2 and "http://127.0.0.1:9" in err and "unreachable" in err
     assert not (tmp_path / "d" / "ben_lab" / "harvest").exists()
+
+
+def test_prefect_cache_never_returns_another_directorys_output(tmp_path, prefect_harness):
+    """Same config and inputs, two output dirs: each run must get its own directory back."""
+    from prefect import flow
+
+    from tasks.mix_datasets import MixConfig, mix_datasets
+    from tests.conftest import write_chat_records
+
+    src = write_chat_records(tmp_path / "a.jsonl", 20)
+
+    @flow
+    def twice(out: str) -> str:
+        return str(mix_datasets(MixConfig(), [src], Path(out)))
+
+    for name in ("one", "one", "two", "two"):
+        assert twice(str(tmp_path / name)) == str(tmp_path / name)

@@ -125,3 +125,12 @@ def test_a_checkpoint_torn_by_a_kill_is_never_resumed_from(tmp_path):
     (ckpts / "checkpoint-12" / "trainer_state.json").write_text('{"global_st')
     assert last_complete_checkpoint(ckpts) == str(ckpts / "checkpoint-4")
     assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint-4"]
+
+
+@pytest.mark.gpu
+def test_qlora_trains_on_a_gpu(tmp_path, tiny_model, mix_dir):
+    """The gpu profile's path: NF4 base + LoRA in bf16 on CUDA, merged into a full-precision copy."""
+    cfg = tiny_cfg(tiny_model, max_steps=3, bf16=True).model_copy(update={"quantization": "4bit", "dtype": "bfloat16"})
+    out = train(cfg, mix_dir, tmp_path / "sft")
+    metrics = json.loads((out / "manifest.json").read_text())["metrics"]
+    assert metrics["global_steps"] == 3 and (out / "merged" / "model.safetensors").exists()

@@ -1,0 +1,475 @@
+"""The Well (PolymathicAI) HDF5 trajectories: read them exactly as the format lays them out, and write
+small embedded datasets in the same format from labtune's own PDE solvers (``adapters.well_solvers``).
+
+Layout: ``datasets/NAME/data/{train,valid,test}/*.hdf5`` (+ ``datasets/NAME/stats.yaml``). One file
+holds ``n_trajectories`` runs of one parameter set. Reading a local directory needs only h5py;
+``hf://`` paths need the ``the_well`` package and network (imported lazily; it pins
+``fsspec==2024.10.0``, so it is no dependency of labtune).
+
+Generated files carry each run's known physics in the root attribute ``labtune_truth`` (a JSON list,
+one entry per trajectory); ``read_truth`` is the only reader of it, so encoders never see it.
+
+    python -m adapters.the_well generate --out data/the_well     # writes data/the_well/datasets/...
+    python -m adapters.the_well inspect data/the_well            # one line per trajectory
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Iterator, Sequence
+
+import numpy as np
+
+SPLITS = ("train", "valid", "test")
+BC_TYPES = ("PERIODIC", "WALL", "OPEN")
+TRUTH_ATTR = "labtune_truth"
+ROOT_ATTRS = ("dataset_name", "grid_type", "n_spatial_dims", "n_trajectories", "simulation_parameters")
+FIELD_GROUPS = ("t0_fields", "t1_fields", "t2_fields")
+FIELD_ATTRS = ("dim_varying", "sample_varying", "time_varying")
+BC_ATTRS = ("bc_type", "associated_dims", "associated_fields", "sample_varying", "time_varying")
+
+
+class WellFormatError(ValueError):
+    """A file that does not follow The Well's layout; the message names the file and what is wrong."""
+
+
+class WellSourceError(RuntimeError):
+    """A Well source that cannot be reached (missing directory, ``the_well`` not installed, offline)."""
+
+
+@dataclass
+class Trajectory:
+    """One trajectory of a Well file, as numpy arrays.
+
+    ``fields``: time-varying fields by name, t0 ``(n_t, *spatial)``, t1 ``(n_t, *spatial, d)``,
+    t2 ``(n_t, *spatial, d, d)``; ``constant_fields`` the same without the time axis.
+    ``boundary``: per axis, the (low end, high end) condition; open unless a mask marks it.
+    """
+
+    dataset: str
+    file: str
+    index: int
+    time: np.ndarray
+    coords: dict[str, np.ndarray]
+    boundary: dict[str, tuple[str, str]]
+    parameters: dict[str, Any]
+    fields: dict[str, np.ndarray]
+    field_order: dict[str, int]
+    constant_fields: dict[str, np.ndarray] = field(default_factory=dict)
+    scalars: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spatial_dims(self) -> tuple[str, ...]:
+        return tuple(self.coords)
+
+    @property
+    def n_spatial_dims(self) -> int:
+        return len(self.coords)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(c) for c in self.coords.values())
+
+
+def _names(value) -> list[str]:
+    """A list-of-strings attribute as h5py returns it (str, bytes, or an array, possibly empty float)."""
+    if isinstance(value, (str, bytes)):
+        value = [value]
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in np.atleast_1d(value).tolist()] if np.size(value) else []
+
+
+def _plain(value):
+    value = value.decode() if isinstance(value, bytes) else value
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class WellFile:
+    """One Well HDF5 file, validated on open; iterate for its trajectories."""
+
+    def __init__(self, path: Path | str, fileobj: IO[bytes] | None = None):
+        import h5py
+
+        self.path = str(path)
+        try:
+            self._h5 = h5py.File(fileobj if fileobj is not None else path, "r")
+        except OSError as e:
+            raise WellFormatError(f"{self.path}: not a readable HDF5 file ({e})") from None
+        try:
+            self._validate()
+        except BaseException:
+            self._h5.close()
+            raise
+
+    def _fail(self, what: str):
+        raise WellFormatError(f"{self.path}: {what} (The Well's layout: see adapters/the_well.py)")
+
+    def _need_attrs(self, obj, names: Sequence[str], where: str) -> None:
+        for name in names:
+            if name not in obj.attrs:
+                self._fail(f"missing attribute '{name}' on {where}")
+
+    def _need(self, path: str, kind: str) -> Any:
+        import h5py
+
+        obj = self._h5.get(path)
+        want = h5py.Group if kind == "group" else h5py.Dataset
+        if not isinstance(obj, want):
+            self._fail(f"missing {kind} '{path}'")
+        return obj
+
+    def _validate(self) -> None:
+        f = self._h5
+        self._need_attrs(f, ROOT_ATTRS, "the root group")
+        if str(_plain(f.attrs["grid_type"])) != "cartesian":
+            self._fail(f"grid_type {_plain(f.attrs['grid_type'])!r} is not supported (only 'cartesian')")
+        self.dataset_name = str(_plain(f.attrs["dataset_name"]))
+        self.n_trajectories = int(f.attrs["n_trajectories"])
+        self.parameter_names = _names(f.attrs["simulation_parameters"])
+        self._need_attrs(f, self.parameter_names, "the root group (listed in simulation_parameters)")
+        dims = self._need("dimensions", "group")
+        self._need_attrs(dims, ["spatial_dims"], "group 'dimensions'")
+        self.spatial_dims = _names(dims.attrs["spatial_dims"])
+        if len(self.spatial_dims) != int(f.attrs["n_spatial_dims"]):
+            self._fail(f"n_spatial_dims is {int(f.attrs['n_spatial_dims'])} but dimensions/spatial_dims lists {self.spatial_dims}")
+        for d in ["time", *self.spatial_dims]:
+            self._need_attrs(self._need(f"dimensions/{d}", "dataset"), ["sample_varying"], f"dataset 'dimensions/{d}'")
+        self.n_t = dims["time"].shape[-1]
+        self.sizes = [dims[d].shape[-1] for d in self.spatial_dims]
+        bcs = self._need("boundary_conditions", "group")
+        for name in bcs:
+            self._need_attrs(bcs[name], BC_ATTRS, f"group 'boundary_conditions/{name}'")
+            self._need(f"boundary_conditions/{name}/mask", "dataset")
+            if str(_plain(bcs[name].attrs["bc_type"])).upper() not in BC_TYPES:
+                self._fail(f"boundary_conditions/{name}: bc_type {_plain(bcs[name].attrs['bc_type'])!r} is not one of {BC_TYPES}")
+            unknown = set(_names(bcs[name].attrs["associated_dims"])) - set(self.spatial_dims)
+            if unknown:
+                self._fail(f"boundary_conditions/{name}: associated_dims {sorted(unknown)} are not spatial dims {self.spatial_dims}")
+        scalars = self._need("scalars", "group")
+        self._need_attrs(scalars, ["field_names"], "group 'scalars'")
+        for name in _names(scalars.attrs["field_names"]):
+            self._need_attrs(self._need(f"scalars/{name}", "dataset"), ["sample_varying", "time_varying"], f"dataset 'scalars/{name}'")
+        for order, group in enumerate(FIELD_GROUPS):
+            g = self._need(group, "group")
+            self._need_attrs(g, ["field_names"], f"group '{group}'")
+            for name in _names(g.attrs["field_names"]):
+                ds = self._need(f"{group}/{name}", "dataset")
+                self._need_attrs(ds, FIELD_ATTRS, f"dataset '{group}/{name}'")
+                want = self._field_shape(ds, order)
+                if tuple(ds.shape) != want:
+                    self._fail(f"dataset '{group}/{name}' has shape {tuple(ds.shape)}, expected {want} from its "
+                               f"sample_varying/time_varying/dim_varying attributes and the dimensions")
+
+    def _field_shape(self, ds, order: int) -> tuple[int, ...]:
+        varying = [bool(v) for v in np.atleast_1d(ds.attrs["dim_varying"])]
+        if len(varying) != len(self.sizes):
+            self._fail(f"dataset '{ds.name.lstrip('/')}': dim_varying has {len(varying)} entries for {len(self.sizes)} spatial dims")
+        lead = ([self.n_trajectories] if ds.attrs["sample_varying"] else []) + ([self.n_t] if ds.attrs["time_varying"] else [])
+        return tuple(lead + [n for n, v in zip(self.sizes, varying) if v] + [len(self.sizes)] * order)
+
+    def _coords(self, index: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        dims = self._h5["dimensions"]
+        pick = lambda d: np.asarray(dims[d][index] if dims[d].attrs["sample_varying"] else dims[d][()], float)  # noqa: E731
+        return pick("time"), {d: pick(d) for d in self.spatial_dims}
+
+    def _boundary(self, index: int) -> dict[str, tuple[str, str]]:
+        """Per axis (low, high) like the_well's reader: a mask marks where the condition holds."""
+        ends = {d: ["OPEN", "OPEN"] for d in self.spatial_dims}
+        for name, bc in self._h5["boundary_conditions"].items():
+            kind = str(_plain(bc.attrs["bc_type"])).upper()
+            dims = _names(bc.attrs["associated_dims"])
+            mask = np.asarray(bc["mask"][()], bool)
+            if bc.attrs["sample_varying"]:
+                mask = mask[index]
+            if bc.attrs["time_varying"]:
+                mask = mask.any(axis=0)
+            reduce = np.all if kind == "WALL" else np.any
+            for axis, d in enumerate(dims):
+                for end, pos in ((0, 0), (1, -1)):
+                    if reduce(np.take(mask, pos, axis=axis)):
+                        ends[d][end] = kind
+        return {d: (lo, hi) for d, (lo, hi) in ends.items()}
+
+    def _expand(self, data: np.ndarray, ds, time_axis: bool) -> np.ndarray:
+        """Broadcast a field stored without some spatial axes (dim_varying False) to the full grid."""
+        varying = [bool(v) for v in np.atleast_1d(ds.attrs["dim_varying"])]
+        lead = 1 if time_axis else 0
+        for axis, v in enumerate(varying):
+            if not v:
+                data = np.expand_dims(data, lead + axis)
+        shape = (data.shape[:lead] + tuple(self.sizes) + data.shape[lead + len(self.sizes):])
+        return np.broadcast_to(data, shape).copy()
+
+    def trajectory(self, index: int) -> Trajectory:
+        """Trajectory ``index`` (0-based) of this file."""
+        if not 0 <= index < self.n_trajectories:
+            raise IndexError(f"{self.path}: trajectory {index} out of range (n_trajectories={self.n_trajectories})")
+        f = self._h5
+        t, coords = self._coords(index)
+        fields, orders, constants = {}, {}, {}
+        for order, group in enumerate(FIELD_GROUPS):
+            for name in _names(f[group].attrs["field_names"]):
+                ds = f[group][name]
+                data = np.asarray(ds[index] if ds.attrs["sample_varying"] else ds[()], dtype=np.float64)
+                timed = bool(ds.attrs["time_varying"])
+                (fields if timed else constants)[name] = self._expand(data, ds, timed)
+                orders[name] = order
+        scalars = {}
+        for name in _names(f["scalars"].attrs["field_names"]):
+            ds = f["scalars"][name]
+            value = ds[index] if ds.attrs["sample_varying"] else ds[()]
+            scalars[name] = _plain(value) if np.ndim(value) == 0 else np.asarray(value)
+        return Trajectory(dataset=self.dataset_name, file=self.path, index=index, time=t, coords=coords,
+                          boundary=self._boundary(index), parameters={p: _plain(f.attrs[p]) for p in self.parameter_names},
+                          fields=fields, field_order=orders, constant_fields=constants, scalars=scalars)
+
+    def __iter__(self) -> Iterator[Trajectory]:
+        return (self.trajectory(i) for i in range(self.n_trajectories))
+
+    def close(self) -> None:
+        self._h5.close()
+
+    def __enter__(self) -> "WellFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def list_files(root: Path | str, splits: Sequence[str] = SPLITS) -> list[Path]:
+    """The ``.hdf5`` files under a file, split dir, dataset dir (``NAME/data/...``), ``datasets/`` root or its parent."""
+    root = Path(root)
+    bad = set(splits) - set(SPLITS)
+    if bad:
+        raise ValueError(f"unknown splits {sorted(bad)}; The Well's splits are {SPLITS}")
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise WellSourceError(f"{root}: no such file or directory")
+    if (root / "data").is_dir():
+        return sorted(p for s in splits for p in (root / "data" / s).glob("*.hdf5"))
+    if (root / "datasets").is_dir():
+        return list_files(root / "datasets", splits)
+    subdirs = sorted(d for d in root.iterdir() if (d / "data").is_dir())
+    if subdirs:
+        return [p for d in subdirs for p in list_files(d, splits)]
+    files = sorted(root.glob("*.hdf5")) + sorted(root.glob("*.h5"))
+    if files:
+        return files
+    raise WellSourceError(f"{root}: no Well data found (expected NAME/data/{{train,valid,test}}/*.hdf5, a datasets/ "
+                          f"directory of those, or .hdf5 files)")
+
+
+def read_trajectories(source: Path | str, splits: Sequence[str] = SPLITS, max_trajectories: int | None = None) -> Iterator[Trajectory]:
+    """Every trajectory under ``source`` (local path or ``hf://`` URL), file by file, in sorted order."""
+    count = 0
+    for name, opener in _sources(source, splits):
+        with opener() as fileobj, WellFile(name, fileobj) as wf:
+            for traj in wf:
+                if max_trajectories is not None and count >= max_trajectories:
+                    return
+                yield traj
+                count += 1
+
+
+def _sources(source: Path | str, splits: Sequence[str]):
+    if str(source).startswith("hf://"):
+        return _remote_files(str(source), splits)
+    return [(str(p), lambda: _NoFile()) for p in list_files(source, splits)]
+
+
+class _NoFile:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return None
+
+
+def _remote_files(url: str, splits: Sequence[str]):
+    """Well files behind an ``hf://`` URL, through the_well's filesystem stack (needs the package and network)."""
+    try:
+        import the_well  # noqa: F401  (brings the fsspec version the Hub filesystem was tested with)
+        import fsspec
+    except ImportError:
+        raise WellSourceError(
+            f"{url}: reading hf:// paths needs the `the_well` package and network access. Install it in its own "
+            f"environment (pip install the_well huggingface_hub; it pins fsspec==2024.10.0), or download the dataset "
+            f"with `the-well-download --base-path DIR --dataset NAME` and pass the local directory") from None
+    try:
+        fs, root = fsspec.url_to_fs(url)
+        roots = [root] if fs.isdir(f"{root}/data") else [f"{root}/{d}" for d in sorted(fs.ls(root, detail=False))]
+        files = sorted(p for r in roots for s in splits for p in fs.glob(f"{r}/data/{s}/*.hdf5"))
+    except Exception as e:  # the Hub client raises many types (offline, 404, auth)
+        raise WellSourceError(f"{url}: cannot list The Well on the Hugging Face Hub ({type(e).__name__}: {e}); check "
+                              f"the network, or download the dataset and pass the local directory") from e
+    if not files:
+        raise WellSourceError(f"{url}: no .hdf5 files under data/{{{','.join(splits)}}}")
+    return [(f"hf://{p}", lambda p=p: fs.open(p, "rb")) for p in files]
+
+
+def read_truth(path: Path | str) -> list[dict] | None:
+    """The generator's known physics per trajectory of a file, or None for files it did not write."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        raw = f.attrs.get(TRUTH_ATTR)
+    return None if raw is None else json.loads(_plain(raw))
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+def write_well_file(path: Path, ds, pset, runs) -> None:
+    """Write runs of one parameter set of a ``well_solvers.SimulatedDataset`` as one Well file."""
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = pset.time if pset.time is not None else ds.time
+    coords = pset.coords or ds.coords
+    ndim = len(ds.spatial_dims)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with h5py.File(tmp, "w") as f:
+        f.attrs["dataset_name"] = ds.name
+        f.attrs["grid_type"] = "cartesian"
+        f.attrs["n_spatial_dims"] = ndim
+        f.attrs["n_trajectories"] = len(runs)
+        f.attrs["simulation_parameters"] = list(pset.params)
+        for k, v in pset.params.items():
+            f.attrs[k] = v
+        f.attrs[TRUTH_ATTR] = json.dumps([r.truth for r in runs])
+        dims = f.create_group("dimensions")
+        dims.attrs["spatial_dims"] = list(ds.spatial_dims)
+        for name, values, timed in [("time", t, True)] + [(d, coords[d], False) for d in ds.spatial_dims]:
+            d = dims.create_dataset(name, data=np.asarray(values, np.float32))
+            d.attrs["sample_varying"], d.attrs["time_varying"] = False, timed
+        bcs = f.create_group("boundary_conditions")
+        for axis, kind in ds.boundary.items():
+            g = bcs.create_group(f"{axis}_{kind.lower()}")
+            g.attrs["bc_type"], g.attrs["associated_dims"] = kind, [axis]
+            g.attrs["associated_fields"] = []
+            g.attrs["sample_varying"], g.attrs["time_varying"] = False, False
+            mask = np.zeros(len(coords[axis]), bool)
+            mask[[0, -1]] = True
+            g.create_dataset("mask", data=mask)
+        scalars = f.create_group("scalars")
+        scalars.attrs["field_names"] = list(pset.params)
+        for k, v in pset.params.items():
+            d = scalars.create_dataset(k, data=np.asarray(v))
+            d.attrs["sample_varying"], d.attrs["time_varying"] = False, False
+        groups = [f.create_group(g) for g in FIELD_GROUPS]
+        names: list[list[str]] = [[], [], []]
+        for name, order in ds.field_order.items():
+            d = groups[order].create_dataset(name, data=np.stack([r.fields[name] for r in runs]).astype(np.float32))
+            d.attrs["dim_varying"], d.attrs["sample_varying"], d.attrs["time_varying"] = [True] * ndim, True, True
+            names[order].append(name)
+        for name, (order, values) in pset.constant_fields.items():
+            d = groups[order].create_dataset(name, data=np.asarray(values, np.float32))
+            d.attrs["dim_varying"], d.attrs["sample_varying"], d.attrs["time_varying"] = [True] * ndim, False, False
+            names[order].append(name)
+        for g, n in zip(groups, names):
+            g.attrs["field_names"] = n
+    os.replace(tmp, path)
+
+
+def _split_of(run: int, n_runs: int) -> str:
+    """Runs of one parameter set across splits: the last to test, the one before to valid, the rest to train."""
+    if n_runs >= 3 and run == n_runs - 1:
+        return "test"
+    return "valid" if n_runs >= 2 and run == n_runs - (2 if n_runs >= 3 else 1) else "train"
+
+
+def _stats_yaml(path: Path, sums: dict[str, list[np.ndarray]]) -> None:
+    """``stats.yaml`` with the keys the_well's normalisers read (mean, std, rms and their *_delta)."""
+    import yaml
+
+    stats: dict[str, dict] = {k: {} for k in ("mean", "std", "rms", "mean_delta", "std_delta", "rms_delta")}
+    for name, arrays in sums.items():
+        values = np.concatenate([a.reshape(-1) for a in arrays])
+        deltas = np.concatenate([np.diff(a, axis=0).reshape(-1) for a in arrays])
+        for prefix, v in (("", values), ("_delta", deltas)):
+            stats["mean" + prefix][name] = float(v.mean())
+            stats["std" + prefix][name] = float(v.std())
+            stats["rms" + prefix][name] = float(np.sqrt((v ** 2).mean()))
+    path.write_text(yaml.safe_dump(stats, sort_keys=True))
+
+
+def generator_fingerprint(seed: int, names: Sequence[str]) -> str:
+    """Identity of a generated set: seed, dataset names and the solver and writer code."""
+    from adapters import well_solvers
+
+    blob = json.dumps([seed, list(names), inspect.getsource(well_solvers), inspect.getsource(write_well_file)])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def generate_default(out: Path, seed: int = 0, names: Sequence[str] | None = None) -> Path:
+    """Write the embedded datasets under ``out/datasets`` (reused when already generated the same way)."""
+    from adapters.well_solvers import SOLVERS
+
+    names = list(names or SOLVERS)
+    unknown = set(names) - set(SOLVERS)
+    if unknown:
+        raise ValueError(f"unknown embedded datasets {sorted(unknown)}; choose from {sorted(SOLVERS)}")
+    out = Path(out)
+    target, stamp = out / "datasets", out / "datasets" / "generator.json"
+    fingerprint = generator_fingerprint(seed, names)
+    if stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
+        return target
+    tmp = out / f".datasets.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    started = time.time()
+    counts = {}
+    for i, name in enumerate(names):
+        ds = SOLVERS[name](np.random.default_rng([seed, i]))
+        sums: dict[str, list[np.ndarray]] = {f: [] for f in ds.field_order}
+        counts[name] = 0
+        for pset in ds.parameter_sets:
+            tag = "_".join(f"{k}_{v:g}" for k, v in pset.params.items())
+            for split in SPLITS:
+                runs = [r for j, r in enumerate(pset.runs) if _split_of(j, len(pset.runs)) == split]
+                if runs:
+                    write_well_file(tmp / name / "data" / split / f"{name}_{tag}.hdf5", ds, pset, runs)
+                    counts[name] += len(runs)
+            for f in ds.field_order:
+                sums[f] += [r.fields[f] for r in pset.runs]
+        _stats_yaml(tmp / name / "stats.yaml", sums)
+    (tmp / "generator.json").write_text(json.dumps({"fingerprint": fingerprint, "seed": seed, "trajectories": counts,
+                                                    "seconds": round(time.time() - started, 2)}, indent=2))
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m adapters.the_well", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser("generate", help="write the embedded datasets in The Well's format")
+    gen.add_argument("--out", type=Path, required=True, help="directory that receives datasets/NAME/data/SPLIT/*.hdf5")
+    gen.add_argument("--seed", type=int, default=0, help="seed of the random initial conditions")
+    gen.add_argument("--datasets", nargs="+", metavar="NAME", help="subset of the embedded datasets (default: all)")
+    show = sub.add_parser("inspect", help="list the trajectories under a Well path")
+    show.add_argument("path", help="file, dataset dir, datasets root or hf:// URL")
+    show.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS)
+    args = parser.parse_args(argv)
+    if args.command == "generate":
+        target = generate_default(args.out, args.seed, args.datasets)
+        print(json.loads((target / "generator.json").read_text()))
+        print(target)
+        return
+    for t in read_trajectories(args.path, args.splits):
+        fields = ", ".join(f"{k}{list(v.shape)}" for k, v in t.fields.items())
+        print(f"{t.dataset} {Path(t.file).name}#{t.index}: t={len(t.time)} grid={list(t.shape)} "
+              f"bc={ {d: '/'.join(sorted(set(b))) for d, b in t.boundary.items()} } params={t.parameters} fields: {fields}")
+
+
+if __name__ == "__main__":
+    main()
