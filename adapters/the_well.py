@@ -1,5 +1,5 @@
 """The Well (PolymathicAI) HDF5 trajectories: read them exactly as the format lays them out, and write
-small embedded datasets in the same format from labtune's own PDE solvers (``adapters.well_solvers``).
+files in the same format (``write_well_file``; the embedded datasets come from ``adapters.well_solvers``).
 
 Layout: ``datasets/NAME/data/{train,valid,test}/*.hdf5`` (+ ``datasets/NAME/stats.yaml``). One file
 holds ``n_trajectories`` runs of one parameter set. Reading a local directory needs only h5py;
@@ -16,15 +16,13 @@ one entry per trajectory); ``read_truth`` is the only reader of it, so encoders 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import inspect
+import contextlib
 import json
 import os
-import shutil
-import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any, Self
 
 import numpy as np
 
@@ -176,13 +174,13 @@ class WellFile:
 
     def _coords(self, index: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         dims = self._h5["dimensions"]
-        pick = lambda d: np.asarray(dims[d][index] if dims[d].attrs["sample_varying"] else dims[d][()], float)  # noqa: E731
+        pick = lambda d: np.asarray(dims[d][index] if dims[d].attrs["sample_varying"] else dims[d][()], float)
         return pick("time"), {d: pick(d) for d in self.spatial_dims}
 
     def _boundary(self, index: int) -> dict[str, tuple[str, str]]:
         """Per axis (low, high) like the_well's reader: a mask marks where the condition holds."""
         ends = {d: ["OPEN", "OPEN"] for d in self.spatial_dims}
-        for name, bc in self._h5["boundary_conditions"].items():
+        for bc in self._h5["boundary_conditions"].values():
             kind = str(_plain(bc.attrs["bc_type"])).upper()
             dims = _names(bc.attrs["associated_dims"])
             mask = np.asarray(bc["mask"][()], bool)
@@ -236,7 +234,7 @@ class WellFile:
     def close(self) -> None:
         self._h5.close()
 
-    def __enter__(self) -> "WellFile":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -253,18 +251,32 @@ def list_files(root: Path | str, splits: Sequence[str] = SPLITS) -> list[Path]:
         return [root]
     if not root.is_dir():
         raise WellSourceError(f"{root}: no such file or directory")
-    if (root / "data").is_dir():
-        return sorted(p for s in splits for p in (root / "data" / s).glob("*.hdf5"))
-    if (root / "datasets").is_dir():
+    if any((root / "data" / s).is_dir() for s in SPLITS):
+        files = sorted(p for s in splits for p in (root / "data" / s).glob("*.hdf5"))
+    elif (root / "datasets").is_dir():
         return list_files(root / "datasets", splits)
-    subdirs = sorted(d for d in root.iterdir() if (d / "data").is_dir())
-    if subdirs:
-        return [p for d in subdirs for p in list_files(d, splits)]
-    files = sorted(root.glob("*.hdf5")) + sorted(root.glob("*.h5"))
-    if files:
-        return files
-    raise WellSourceError(f"{root}: no Well data found (expected NAME/data/{{train,valid,test}}/*.hdf5, a datasets/ "
-                          f"directory of those, or .hdf5 files)")
+    elif subdirs := sorted(d for d in root.iterdir() if any((d / "data" / s).is_dir() for s in SPLITS)):
+        files = sorted(p for d in subdirs for s in splits for p in (d / "data" / s).glob("*.hdf5"))
+    else:
+        files = sorted(root.glob("*.hdf5")) + sorted(root.glob("*.h5"))
+    if not files:
+        raise WellSourceError(f"{root}: no Well data found for splits {list(splits)} (expected NAME/data/{{train,valid,test}}/"
+                              f"*.hdf5, a datasets/ directory of those, or .hdf5 files)")
+    return files
+
+
+def count_trajectories(files: Sequence[Path]) -> int:
+    """Trajectories in local Well files, from their ``n_trajectories`` attribute (no data is read)."""
+    import h5py
+
+    total = 0
+    for path in files:
+        try:
+            with h5py.File(path, "r") as f:
+                total += int(f.attrs["n_trajectories"])
+        except (OSError, KeyError) as e:
+            raise WellFormatError(f"{path}: cannot read the root attribute 'n_trajectories' ({e})") from None
+    return total
 
 
 def read_trajectories(source: Path | str, splits: Sequence[str] = SPLITS, max_trajectories: int | None = None) -> Iterator[Trajectory]:
@@ -280,24 +292,17 @@ def read_trajectories(source: Path | str, splits: Sequence[str] = SPLITS, max_tr
 
 
 def _sources(source: Path | str, splits: Sequence[str]):
+    """(name, opener) per file; a local file is opened by path (its opener yields None)."""
     if str(source).startswith("hf://"):
         return _remote_files(str(source), splits)
-    return [(str(p), lambda: _NoFile()) for p in list_files(source, splits)]
-
-
-class _NoFile:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return None
+    return [(str(p), contextlib.nullcontext) for p in list_files(source, splits)]
 
 
 def _remote_files(url: str, splits: Sequence[str]):
     """Well files behind an ``hf://`` URL, through the_well's filesystem stack (needs the package and network)."""
     try:
-        import the_well  # noqa: F401  (brings the fsspec version the Hub filesystem was tested with)
         import fsspec
+        import the_well  # noqa: F401  (brings the fsspec version the Hub filesystem was tested with)
     except ImportError:
         raise WellSourceError(
             f"{url}: reading hf:// paths needs the `the_well` package and network access. Install it in its own "
@@ -379,14 +384,7 @@ def write_well_file(path: Path, ds, pset, runs) -> None:
     os.replace(tmp, path)
 
 
-def _split_of(run: int, n_runs: int) -> str:
-    """Runs of one parameter set across splits: the last to test, the one before to valid, the rest to train."""
-    if n_runs >= 3 and run == n_runs - 1:
-        return "test"
-    return "valid" if n_runs >= 2 and run == n_runs - (2 if n_runs >= 3 else 1) else "train"
-
-
-def _stats_yaml(path: Path, sums: dict[str, list[np.ndarray]]) -> None:
+def write_stats_yaml(path: Path, sums: dict[str, list[np.ndarray]]) -> None:
     """``stats.yaml`` with the keys the_well's normalisers read (mean, std, rms and their *_delta)."""
     import yaml
 
@@ -399,53 +397,6 @@ def _stats_yaml(path: Path, sums: dict[str, list[np.ndarray]]) -> None:
             stats["std" + prefix][name] = float(v.std())
             stats["rms" + prefix][name] = float(np.sqrt((v ** 2).mean()))
     path.write_text(yaml.safe_dump(stats, sort_keys=True))
-
-
-def generator_fingerprint(seed: int, names: Sequence[str]) -> str:
-    """Identity of a generated set: seed, dataset names and the solver and writer code."""
-    from adapters import well_solvers
-
-    blob = json.dumps([seed, list(names), inspect.getsource(well_solvers), inspect.getsource(write_well_file)])
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def generate_default(out: Path, seed: int = 0, names: Sequence[str] | None = None) -> Path:
-    """Write the embedded datasets under ``out/datasets`` (reused when already generated the same way)."""
-    from adapters.well_solvers import SOLVERS
-
-    names = list(names or SOLVERS)
-    unknown = set(names) - set(SOLVERS)
-    if unknown:
-        raise ValueError(f"unknown embedded datasets {sorted(unknown)}; choose from {sorted(SOLVERS)}")
-    out = Path(out)
-    target, stamp = out / "datasets", out / "datasets" / "generator.json"
-    fingerprint = generator_fingerprint(seed, names)
-    if stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
-        return target
-    tmp = out / f".datasets.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    started = time.time()
-    counts = {}
-    for i, name in enumerate(names):
-        ds = SOLVERS[name](np.random.default_rng([seed, i]))
-        sums: dict[str, list[np.ndarray]] = {f: [] for f in ds.field_order}
-        counts[name] = 0
-        for pset in ds.parameter_sets:
-            tag = "_".join(f"{k}_{v:g}" for k, v in pset.params.items())
-            for split in SPLITS:
-                runs = [r for j, r in enumerate(pset.runs) if _split_of(j, len(pset.runs)) == split]
-                if runs:
-                    write_well_file(tmp / name / "data" / split / f"{name}_{tag}.hdf5", ds, pset, runs)
-                    counts[name] += len(runs)
-            for f in ds.field_order:
-                sums[f] += [r.fields[f] for r in pset.runs]
-        _stats_yaml(tmp / name / "stats.yaml", sums)
-    (tmp / "generator.json").write_text(json.dumps({"fingerprint": fingerprint, "seed": seed, "trajectories": counts,
-                                                    "seconds": round(time.time() - started, 2)}, indent=2))
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
-    return target
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -461,6 +412,8 @@ def main(argv: list[str] | None = None) -> None:
     show.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS)
     args = parser.parse_args(argv)
     if args.command == "generate":
+        from adapters.well_solvers import generate_default
+
         target = generate_default(args.out, args.seed, args.datasets)
         print(json.loads((target / "generator.json").read_text()))
         print(target)

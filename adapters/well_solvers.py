@@ -1,4 +1,5 @@
-"""Small PDE solvers whose physics is known, for the embedded default Well datasets.
+"""Small PDE solvers whose physics is known, and ``generate_default``, which writes them as the embedded
+default Well datasets (``datasets/NAME/data/{train,valid,test}/*.hdf5`` + ``stats.yaml``, in ~2 s).
 
 Each ``simulate_*`` returns a ``SimulatedDataset``: grids, boundary conditions and, per parameter
 set, a few runs (trajectories with different initial conditions) together with each run's known
@@ -18,8 +19,15 @@ Truth labels, as the encoder is checked against them:
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -140,11 +148,11 @@ def simulate_acoustic_wave(rng: np.random.Generator) -> SimulatedDataset:
         w = w0 * np.cos(om) - 1j * ph / c * np.sin(om)
         w = np.where(kabs == 0, 0, w)
         vx, vy = tx + KX / safe * w, ty + KY / safe * w
-        back = lambda a: np.fft.ifft2(a, axes=(1, 2)).real  # noqa: E731
+        back = lambda a: np.fft.ifft2(a, axes=(1, 2)).real
         return back(p), np.stack([back(vx), back(vy)], -1)
 
     zero = np.zeros((32, 32, 2))
-    a = lambda: rng.uniform(0.6, 1.0)  # noqa: E731
+    a = lambda: rng.uniform(0.6, 1.0)
     cases = {
         # (p0, v0, dynamics, reflection_x, reflection_y, rotation_90)
         "standing_square": lambda c: (a() * (np.cos(X) + np.cos(Y)), zero, "periodic", True, True, True),
@@ -244,11 +252,11 @@ def simulate_burgers(rng: np.random.Generator) -> SimulatedDataset:
 # --- 1D Kuramoto-Sivashinsky: u_t + u u_x + u_xx + u_xxxx = 0, ETDRK4 (Kassam & Trefethen 2005) --
 
 def simulate_kuramoto_sivashinsky(rng: np.random.Generator) -> SimulatedDataset:
-    n, nt, dt, burn_in, every = 64, 60, 0.25, 600, 8
+    n, nt, dt, burn_in, every = 128, 60, 0.25, 600, 16
     sets = []
     for length in (64.0, 80.0):
         x = np.arange(n) * length / n
-        k = _k(n, length)
+        k = TWO_PI * np.fft.rfftfreq(n, d=length / n)  # real transforms: no spurious imaginary part can grow
         L = k ** 2 - k ** 4
         E, E2 = np.exp(dt * L), np.exp(dt * L / 2)
         r = np.exp(1j * np.pi * (np.arange(1, 17) - 0.5) / 16)
@@ -257,14 +265,14 @@ def simulate_kuramoto_sivashinsky(rng: np.random.Generator) -> SimulatedDataset:
         f1 = dt * np.real(np.mean((-4 - LR + np.exp(LR) * (4 - 3 * LR + LR ** 2)) / LR ** 3, axis=1))
         f2 = dt * np.real(np.mean((2 + LR + np.exp(LR) * (-2 + LR)) / LR ** 3, axis=1))
         f3 = dt * np.real(np.mean((-4 - 3 * LR - LR ** 2 + np.exp(LR) * (4 - LR)) / LR ** 3, axis=1))
-        g = -0.5j * k * _dealias(k)
-        N = lambda vh: g * np.fft.fft(np.fft.ifft(vh).real ** 2)  # noqa: E731
+        g = -0.5j * k * (k < (2 / 3) * k.max())
+        N = lambda vh, g=g: g * np.fft.rfft(np.fft.irfft(vh, n) ** 2)
         u0 = 0.1 * rng.standard_normal((2, n))
-        vh = np.fft.fft(u0 - u0.mean(axis=1, keepdims=True))
+        vh = np.fft.rfft(u0 - u0.mean(axis=1, keepdims=True))
         frames = []
         for step in range(burn_in + nt * every):
             if step >= burn_in and (step - burn_in) % every == 0:
-                frames.append(np.fft.ifft(vh).real)
+                frames.append(np.fft.irfft(vh, n))
             Nv = N(vh)
             a = E2 * vh + Q * Nv
             Na = N(a)
@@ -339,7 +347,7 @@ def simulate_cellular_flow(rng: np.random.Generator) -> SimulatedDataset:
         c0 = np.stack([0.1 + _blob(X, Y, *rng.uniform(0.3, 2.8, 2), 0.6, 0.6, 1.0) for _ in range(2)])
         ch = np.fft.fft2(c0)
 
-        def rhs(h):
+        def rhs(h, v=v):
             c = np.fft.ifft2(h).real
             flux = 1j * (KX * np.fft.fft2(v[..., 0] * c) + KY * np.fft.fft2(v[..., 1] * c))
             return -flux * keep - kappa * (KX ** 2 + KY ** 2) * h
@@ -370,3 +378,57 @@ SOLVERS: dict[str, Callable[[np.random.Generator], SimulatedDataset]] = {
     "steady_plate_2d": simulate_steady_plate,
     "cellular_flow_2d": simulate_cellular_flow,
 }
+
+
+def _split_of(run: int, n_runs: int) -> str:
+    """Runs of one parameter set across splits: the last to test, the one before to valid, the rest to train."""
+    if n_runs >= 3 and run == n_runs - 1:
+        return "test"
+    return "valid" if n_runs >= 2 and run == n_runs - (2 if n_runs >= 3 else 1) else "train"
+
+
+def generator_fingerprint(seed: int, names: Sequence[str]) -> str:
+    """Identity of a generated set: seed, dataset names and the solver and writer code."""
+    from adapters import the_well
+
+    blob = json.dumps([seed, list(names), inspect.getsource(inspect.getmodule(generator_fingerprint)), inspect.getsource(the_well)])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def generate_default(out: Path, seed: int = 0, names: Sequence[str] | None = None) -> Path:
+    """Write the embedded datasets under ``out/datasets`` (reused when already generated the same way)."""
+    from adapters.the_well import SPLITS, write_stats_yaml, write_well_file
+
+    names = list(names or SOLVERS)
+    unknown = set(names) - set(SOLVERS)
+    if unknown:
+        raise ValueError(f"unknown embedded datasets {sorted(unknown)}; choose from {sorted(SOLVERS)}")
+    out = Path(out)
+    target, stamp = out / "datasets", out / "datasets" / "generator.json"
+    fingerprint = generator_fingerprint(seed, names)
+    if stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
+        return target
+    tmp = out / f".datasets.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    started = time.time()
+    counts = {}
+    for name in names:
+        ds = SOLVERS[name](np.random.default_rng([seed, list(SOLVERS).index(name)]))
+        sums: dict[str, list[np.ndarray]] = {f: [] for f in ds.field_order}
+        counts[name] = 0
+        for pset in ds.parameter_sets:
+            tag = "_".join(f"{k}_{v:g}" for k, v in pset.params.items())
+            for split in SPLITS:
+                runs = [r for j, r in enumerate(pset.runs) if _split_of(j, len(pset.runs)) == split]
+                if runs:
+                    write_well_file(tmp / name / "data" / split / f"{name}_{tag}.hdf5", ds, pset, runs)
+                    counts[name] += len(runs)
+            for f in ds.field_order:
+                sums[f] += [r.fields[f] for r in pset.runs]
+        write_stats_yaml(tmp / name / "stats.yaml", sums)
+    (tmp / "generator.json").write_text(json.dumps({"fingerprint": fingerprint, "seed": seed, "trajectories": counts,
+                                                    "seconds": round(time.time() - started, 2)}, indent=2))
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return target

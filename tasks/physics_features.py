@@ -1,36 +1,34 @@
 """Physics measured on one Well trajectory: symmetries, conserved quantities, dynamics class, scales.
 
-Every test reads only the recorded fields, grids and boundary conditions (never a solver, never the
-generator's truth). Fields are compared on equal footing by dividing each by its space-time spread.
+Only the recorded fields, grids and boundary conditions are read (never a solver, never the
+generator's truth). Each field is divided by its space-time spread so that fields weigh alike.
 
-- reflection_x/y, rotation_90: the normalised correlation <g, R g>/<g, g> of the state g with its
-  mirror/rotated image R g (vector and tensor components transform along; scalar fields have their
-  spatial mean removed), for one fixed mirror axis/rotation centre; the axis is searched over all
-  positions on periodic axes and is the domain centre otherwise. Score = best axis of the smallest
-  correlation over time: a symmetric trajectory is symmetric at every frame about the same axis.
-- translation_x/y (the dynamics commutes with shifts): the axis is periodic at both ends; no
-  time-invariant field (a medium: velocity of a fixed flow, coefficients, obstacles) varies along it;
-  and the periodic seam is as smooth as the interior (a mislabelled wall shows a jump there).
-- time_translation (statistical stationarity): no observable (spatial mean and spread of every
-  field component, rate of change) differs between the two halves of the record by more than
-  ``stationarity`` of its spread over the record.
-- conserved: mass = integral of the scalar fields, momentum = integral of the vector fields, drift
-  relative to the integral of their absolute values; energy = the positive combination of quadratic
-  candidates (integral of |f - mean|^2 and |grad f|^2 per field) that varies least, drift relative
-  to its mean. A quantity is conserved when its largest drift from t=0 is below ``conservation_tolerance``.
-- dynamics: steady when no frame changes by more than ``steady_tolerance``; transient when the rate
-  of change in the last quarter falls below ``transient_ratio`` of its peak; otherwise harmonic fits
-  to the leading POD coefficients decide: periodic (one base frequency + 2 harmonics), quasi-periodic
-  (two incommensurate base frequencies + combinations), else chaotic.
+- reflection_x/y, rotation_90: correlation <g, Rg>/<g, g> of the state with its mirror/rotated image
+  (vector/tensor components transform along; scalars lose their spatial mean) about one fixed axis or
+  centre, searched over all positions on periodic axes, the domain centre otherwise. Score = best
+  axis of the smallest correlation over time (symmetric at every frame about the same axis).
+- translation_x/y (the dynamics commutes with shifts): periodic at both ends, no time-invariant field
+  (a medium: a fixed flow, coefficients, obstacles) varies along the axis, and the periodic seam is as
+  smooth as the interior (a mislabelled wall shows a jump there).
+- time_translation (statistical stationarity): no observable (spatial mean and spread of each field
+  component, rate of change) moves its median between the first and last third by more than
+  ``stationarity`` IQRs, and the rate of change does not relax (see transient below).
+- conserved: mass = integral of the scalar fields, momentum = integral of the vector fields (drift
+  relative to the integral of their absolute values); energy = the positive combination of quadratic
+  candidates (integral of |f - mean|^2 and |grad f|^2 per field) that varies least (drift relative
+  to its mean). Conserved when the largest drift from t=0 is below ``conservation_tolerance``.
+- dynamics: steady when no frame changes by more than ``steady_tolerance``; transient when the rate of
+  change in the last quarter is below ``transient_ratio`` of its peak; otherwise sinusoids fitted to
+  the leading POD coefficients over the first two thirds must forecast the last third: periodic
+  (one base frequency + 2 harmonics), quasi-periodic (two base frequencies + combinations), else chaotic.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.the_well import Trajectory
 
@@ -38,20 +36,10 @@ SYMMETRIES = ("translation_x", "translation_y", "reflection_x", "reflection_y", 
 CONSERVED = ("mass", "energy", "momentum_x", "momentum_y")
 DYNAMICS = ("steady", "transient", "periodic", "quasi-periodic", "chaotic")
 AXES = ("x", "y", "z")
-FEATURE_LAYOUT = (
-    "n_spatial_dims",
-    "periodic_x", "periodic_y",                   # 1 when periodic at both ends; 0 otherwise or absent
-    *(f"sym_{s}" for s in SYMMETRIES),             # confidences in [0, 1]; 0 when not applicable
-    *(f"conserved_{c}" for c in CONSERVED),        # 1 yes, 0 no, -1 not applicable
-    *(f"drift_{c}" for c in CONSERVED),            # -log10(drift) clipped to [0, 8]; 0 when not applicable
-    *(f"dyn_{d.replace('-', '_')}" for d in DYNAMICS),  # one-hot
-    "dyn_confidence",
-    "correlation_length_frac",                    # correlation length / domain length
-    "correlation_time_frac",                      # correlation time / duration
-    "log10_domain_crossings",                     # log10(1 + velocity * duration / domain length)
-    "log10_rms_energy",                           # clipped to [-8, 8]
-    "spectral_entropy",                           # of the POD coefficients' spectrum: 0 one line, 1 flat
-)
+
+
+class NothingToMeasure(ValueError):
+    """A trajectory without time-varying fields."""
 
 
 class PhysicsThresholds(BaseModel):
@@ -64,60 +52,8 @@ class PhysicsThresholds(BaseModel):
     steady_tolerance: float = Field(1e-4, gt=0, description="Largest relative change between frames of a steady trajectory")
     transient_ratio: float = Field(0.25, gt=0, lt=1, description="Late/peak rate of change below which dynamics relaxes (transient)")
     periodic_fit: float = Field(0.95, gt=0, le=1, description="Variance share a harmonic fit must explain for periodic / quasi-periodic")
-    stationarity: float = Field(1.0, gt=0, description="Largest half-to-half change of an observable, in units of its spread, for stationarity")
+    stationarity: float = Field(1.25, gt=0, description="Largest first-to-last-third change of an observable's median, in IQRs, of a stationary record")
     homogeneity: float = Field(0.05, gt=0, description="Relative variation along an axis of a time-invariant field that breaks translation symmetry")
-
-
-class ConservedQuantity(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    drift: float = Field(ge=0, description="Largest |Q(t) - Q(0)| relative to the quantity's scale")
-    conserved: bool
-    form: str = Field(description="What was integrated")
-
-
-class Dynamics(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
-    label: Literal["steady", "transient", "periodic", "quasi-periodic", "chaotic"] = Field(alias="class")
-    confidence: float = Field(ge=0, le=1)
-    late_activity_ratio: float = Field(description="Mean rate of change in the last quarter / its peak")
-    periodic_fit: float = Field(description="Variance share explained by one base frequency + harmonics")
-    quasi_periodic_fit: float = Field(description="Variance share explained by two base frequencies + combinations")
-    dominant_period: float | None = Field(description="1 / best base frequency, in the file's time unit")
-
-
-class PhysicsFeatures(BaseModel):
-    """One line of ``features.jsonl``: the physics of one trajectory."""
-
-    model_config = ConfigDict(extra="forbid")
-    dataset: str
-    file: str
-    trajectory: int = Field(ge=0)
-    n_spatial_dims: int = Field(ge=1, le=3)
-    boundary_conditions: dict[str, str] = Field(description="Per axis: PERIODIC | WALL | OPEN, 'LOW/HIGH' when the ends differ")
-    fields: list[str]
-    constant_fields: list[str]
-    symmetries: dict[str, float]
-    conserved: dict[str, ConservedQuantity]
-    dynamics: Dynamics
-    scales: dict[str, float]
-    feature_vector: list[float] = Field(min_length=len(FEATURE_LAYOUT), max_length=len(FEATURE_LAYOUT))
-    simulation_parameters: dict[str, float | int | str | bool]
-
-    @field_validator("symmetries")
-    @classmethod
-    def _confidences(cls, v: dict[str, float]) -> dict[str, float]:
-        bad = {k: c for k, c in v.items() if k not in SYMMETRIES or not 0 <= c <= 1}
-        if bad:
-            raise ValueError(f"symmetry confidences must be in [0, 1] for names in {SYMMETRIES}, got {bad}")
-        return v
-
-    @field_validator("feature_vector", "scales")
-    @classmethod
-    def _finite(cls, v):
-        values = v.values() if isinstance(v, dict) else v
-        if not all(math.isfinite(x) for x in values):
-            raise ValueError("must be finite numbers")
-        return v
 
 
 def _sigmoid(x: float) -> float:
@@ -186,7 +122,7 @@ def measure_symmetries(traj: Trajectory, comps, th: PhysicsThresholds) -> tuple[
     nd = traj.n_spatial_dims
     axes = traj.spatial_dims
     conf, raw = {}, {}
-    squash = lambda s: _sigmoid((s - th.symmetry_score) / th.symmetry_width)  # noqa: E731
+    squash = lambda s: _sigmoid((s - th.symmetry_score) / th.symmetry_width)
     for a, axis in enumerate(axes[:2]):
         g, h = _centred(comps, lambda x, order, a=a: np.flip(x, 1 + a) * _component_signs(order, nd, a))
         raw[f"reflection_{axis}"] = _mirror_score(g, h, (1 + a,) if _periodic(traj, axis) else ())
@@ -196,24 +132,23 @@ def measure_symmetries(traj: Trajectory, comps, th: PhysicsThresholds) -> tuple[
         both = _periodic(traj, axes[0]) and _periodic(traj, axes[1])
         raw["rotation_90"] = _mirror_score(g, h, (1, 2) if both else ())
         conf["rotation_90"] = squash(raw["rotation_90"])
-    elif nd == 2:
-        conf["rotation_90"] = raw["rotation_90"] = 0.0
     for a, axis in enumerate(axes[:2]):
         periodic = 1.0 if _periodic(traj, axis) else 0.0
-        medium = max([_variation_along(f, a, traj.n_spatial_dims) for f in traj.constant_fields.values()], default=0.0)
+        medium = max([_variation_along(f, a) for f in traj.constant_fields.values()], default=0.0)
         seam = max((_seam_ratio(arr, a) for _, _, arr in comps), default=0.0)
         raw[f"translation_{axis}_medium"], raw[f"translation_{axis}_seam"] = medium, seam
         homogeneous = float(np.clip(2 - medium / th.homogeneity, 0, 1))
         smooth = float(np.clip((4 - seam) / 2, 0, 1))
         conf[f"translation_{axis}"] = 0.02 + 0.96 * periodic * homogeneous * smooth
-    raw["time_translation"] = _nonstationarity(comps)
-    conf["time_translation"] = _sigmoid((th.stationarity - raw["time_translation"]) / (0.1 * th.stationarity))
+    raw["time_translation"], (_, late) = _nonstationarity(comps), _late_activity(comps)
+    drifting = _sigmoid((raw["time_translation"] - th.stationarity) / (0.1 * th.stationarity))
+    relaxing = _sigmoid((th.transient_ratio - late) / (0.1 * th.transient_ratio)) if late > 0 else 0.0
+    conf["time_translation"] = (1 - drifting) * (1 - relaxing)
     return conf, raw
 
 
-def _variation_along(field: np.ndarray, axis: int, nd: int) -> float:
+def _variation_along(f: np.ndarray, axis: int) -> float:
     """How far a time-invariant field is from constant along ``axis`` (0 = constant)."""
-    f = field.reshape(field.shape[:nd] + (-1,))
     norm = np.sqrt((f ** 2).sum())
     return float(np.sqrt(((f - f.mean(axis=axis, keepdims=True)) ** 2).sum()) / norm) if norm > 0 else 0.0
 
@@ -226,41 +161,41 @@ def _seam_ratio(arr: np.ndarray, axis: int) -> float:
     return seam / steps.max() if steps.max() > 0 else (0.0 if seam == 0 else np.inf)
 
 
-def _activity(comps) -> tuple[np.ndarray, float]:
-    """Rate of change between frames relative to the state's spatial spread, and its scale."""
-    x = np.concatenate([arr.reshape(arr.shape[0], -1) for _, _, arr in comps], 1)
-    spread = np.sqrt(np.mean([((arr - arr.mean(axis=tuple(range(1, arr.ndim - 1)), keepdims=True)) ** 2).reshape(arr.shape[0], -1).sum(1)
-                              for _, _, arr in comps], axis=0).sum())
-    scale = spread + 1e-9 * np.abs(x).max() if x.size else 0.0
+def _flat(arr: np.ndarray) -> np.ndarray:
+    return arr.reshape(arr.shape[0], -1)
+
+
+def _activity(comps) -> np.ndarray:
+    """Change between consecutive frames relative to the state's RMS spatial fluctuation."""
+    x = np.concatenate([_flat(arr) for _, _, arr in comps], 1)
+    g = np.concatenate([_flat(arr - arr.mean(axis=tuple(range(1, arr.ndim - 1)), keepdims=True)) for _, _, arr in comps], 1)
+    scale = np.sqrt((g ** 2).sum(1).mean()) + 1e-9 * np.abs(x).max()
     steps = np.linalg.norm(np.diff(x, axis=0), axis=1)
-    return (steps / scale if scale > 0 else np.zeros_like(steps)), scale
+    return steps / scale if scale > 0 else np.zeros_like(steps)
 
 
 def _nonstationarity(comps) -> float:
-    """Largest half-to-half change of an observable in units of its spread over the record."""
+    """Largest change of an observable's median between the first and last third, in units of its IQR."""
     obs = []
     for _, _, arr in comps:
         sp = tuple(range(1, arr.ndim - 1))
-        obs += [arr.mean(axis=sp).T, arr.std(axis=sp).T]
-    act, _ = _activity(comps)
-    series = np.concatenate(obs + [act[None]], 0)
-    h = series.shape[1] // 2
+        obs += [arr.mean(axis=sp).T[:, 1:], arr.std(axis=sp).T[:, 1:]]
+    series = np.concatenate(obs + [_activity(comps)[None]], 0)
+    k = max(1, series.shape[1] // 3)
+    q75, q25 = np.percentile(series, [75, 25], axis=1)
     floor = 1e-3 * (np.abs(series).mean(1) + 1e-12)
-    d = np.abs(series[:, :h].mean(1) - series[:, -h:].mean(1)) / (series.std(1) + floor)
-    return float(d.max())
+    return float((np.abs(np.median(series[:, :k], 1) - np.median(series[:, -k:], 1)) / (q75 - q25 + floor)).max())
 
 
-def _integral(traj: Trajectory) -> float:
-    return float(np.prod([abs(c[1] - c[0]) if len(c) > 1 else 1.0 for c in traj.coords.values()]))
+def _spacing(traj: Trajectory) -> list[float]:
+    return [abs(c[1] - c[0]) if len(c) > 1 else 1.0 for c in traj.coords.values()]
 
 
 def _gradient_sq(f: np.ndarray, traj: Trajectory) -> np.ndarray:
     """|grad f|^2 summed over components, (n_t, *spatial)."""
     total = 0
-    for a, axis in enumerate(traj.spatial_dims):
-        c = traj.coords[axis]
-        dx = abs(c[1] - c[0]) if len(c) > 1 else 1.0
-        if len(c) < 2:
+    for a, (axis, dx) in enumerate(zip(traj.spatial_dims, _spacing(traj))):
+        if len(traj.coords[axis]) < 2:
             continue
         if _periodic(traj, axis):
             g = (np.roll(f, -1, 1 + a) - np.roll(f, 1, 1 + a)) / (2 * dx)
@@ -270,26 +205,24 @@ def _gradient_sq(f: np.ndarray, traj: Trajectory) -> np.ndarray:
     return total
 
 
-def measure_conservation(traj: Trajectory, th: PhysicsThresholds) -> dict[str, ConservedQuantity]:
+def measure_conservation(traj: Trajectory, th: PhysicsThresholds) -> dict[str, dict]:
     """Drift of mass, momentum components and the best quadratic energy over the trajectory."""
-    nd, dv = traj.n_spatial_dims, _integral(traj)
+    nd, dv = traj.n_spatial_dims, float(np.prod(_spacing(traj)))
     sp = tuple(range(1, nd + 1))
-    out: dict[str, ConservedQuantity] = {}
+    out: dict[str, dict] = {}
 
     def linear(name, parts, form):
         q = sum(p.sum(axis=sp) for p, _ in parts) * dv
         scale = np.mean(sum(s.sum(axis=sp) for _, s in parts)) * dv
         drift = float(np.abs(q - q[0]).max() / scale) if scale > 0 else 0.0
-        out[name] = ConservedQuantity(drift=drift, conserved=drift < th.conservation_tolerance, form=form)
+        out[name] = {"drift": drift, "conserved": drift < th.conservation_tolerance, "form": form}
 
-    scalars = [n for n, f in traj.fields.items() if traj.field_order[n] == 0]
-    vectors = [n for n, f in traj.fields.items() if traj.field_order[n] == 1]
+    scalars, vectors = ([n for n in traj.fields if traj.field_order[n] == o] for o in (0, 1))
     if scalars:
         linear("mass", [(traj.fields[n], np.abs(traj.fields[n])) for n in scalars], " + ".join(f"∫{n}" for n in scalars))
-    for a, axis in enumerate(traj.spatial_dims[:2]):
-        if vectors:
-            linear(f"momentum_{axis}", [(traj.fields[n][..., a], np.linalg.norm(traj.fields[n], axis=-1)) for n in vectors],
-                   " + ".join(f"∫{n}_{axis}" for n in vectors))
+    for a, axis in enumerate(traj.spatial_dims[:2] if vectors else ()):
+        linear(f"momentum_{axis}", [(traj.fields[n][..., a], np.linalg.norm(traj.fields[n], axis=-1)) for n in vectors],
+               " + ".join(f"∫{n}_{axis}" for n in vectors))
     candidates, names = [], []
     for name, f in traj.fields.items():
         arr = f.reshape(f.shape[:1 + nd] + (-1,))
@@ -301,20 +234,177 @@ def measure_conservation(traj: Trajectory, th: PhysicsThresholds) -> dict[str, C
     return out
 
 
-def _best_energy(q: np.ndarray, names: list[str], th: PhysicsThresholds) -> ConservedQuantity:
-    """The positive combination of quadratic candidates (columns of q) that varies least over time."""
+def _best_energy(q: np.ndarray, names: list[str], th: PhysicsThresholds) -> dict:
+    """The positive combination of quadratic candidates (columns of q) that varies least over time; the
+    amplitude terms alone are tried first, so the simplest conserved form is the one reported."""
     from scipy.optimize import nnls
 
     means = q.mean(0)
-    keep = means > 1e-12 * max(means.max(), 1e-300)
-    if not keep.any():
-        return ConservedQuantity(drift=0.0, conserved=True, form="0 (fields vanish)")
-    qn = q[:, keep] / means[keep]
-    big = 1e3 * math.sqrt(len(qn))
-    w, _ = nnls(np.vstack([qn - qn.mean(0), big * np.ones((1, qn.shape[1]))]), np.r_[np.zeros(len(qn)), big])
-    e = qn @ w
-    drift = float(np.abs(e - e[0]).max() / e.mean()) if e.mean() > 0 else 0.0
-    weights = w / means[keep]
-    kept = [n for n, k in zip(names, keep) if k]
-    form = " + ".join(f"{wi / weights.max():.3g}·{n}" for wi, n in zip(weights, kept) if wi > 1e-6 * weights.max())
-    return ConservedQuantity(drift=drift, conserved=drift < th.conservation_tolerance, form=form)
+    if not (means > 0).any():
+        return {"drift": 0.0, "conserved": True, "form": "0 (fields vanish)"}
+    best = None
+    for subset in (np.arange(0, q.shape[1], 2), np.arange(q.shape[1])):
+        cols = subset[means[subset] > 1e-12 * means.max()]
+        if not len(cols):
+            continue
+        qn = q[:, cols] / means[cols]
+        big = 1e3 * math.sqrt(len(qn))
+        w, _ = nnls(np.vstack([qn - qn.mean(0), big * np.ones((1, len(cols)))]), np.r_[np.zeros(len(qn)), big])
+        e = qn @ w
+        drift = float(np.abs(e - e[0]).max() / e.mean())
+        if best is None or drift < best[0]:
+            best = (drift, w / means[cols], cols)
+        if drift < th.conservation_tolerance:
+            break
+    drift, weights, cols = best
+    form = " + ".join(f"{wi / weights.max():.3g}·{names[c]}" for wi, c in zip(weights, cols) if wi > 1e-6 * weights.max())
+    return {"drift": drift, "conserved": drift < th.conservation_tolerance, "form": form}
+
+
+def _pod_series(comps, energy: float = 0.99, max_modes: int = 6) -> np.ndarray:
+    """Temporal coefficients of the leading POD modes (the state's main global observables)."""
+    x = np.concatenate([_flat(arr) for _, _, arr in comps], 1)
+    x = x - x.mean(0)
+    lam, u = np.linalg.eigh(x @ x.T)  # n_t x n_t Gram matrix: same temporal modes as the SVD, far cheaper
+    lam, u = np.clip(lam[::-1], 0, None), u[:, ::-1]
+    if lam.max(initial=0) == 0:
+        return np.zeros((x.shape[0], 1))
+    m = min(max_modes, int(np.searchsorted(np.cumsum(lam) / lam.sum(), energy)) + 1)
+    return u[:, :m] * np.sqrt(lam[:m])
+
+
+def _fit(y: np.ndarray, t: np.ndarray, freqs, nyquist: float, split: int | None = None) -> float:
+    """Share of the variance of y (n_t, m) explained by sinusoids at ``freqs`` plus a constant. With ``split``
+    the amplitudes are fitted on the first ``split`` frames and the share is measured on the rest: a forecast."""
+    freqs = [f for f in freqs if 0 < f < nyquist]
+    design = np.stack([np.ones_like(t)] + [g(2 * np.pi * f * t) for f in freqs for g in (np.cos, np.sin)], 1)
+    n = split or len(t)
+    coef, *_ = np.linalg.lstsq(design[:n], y[:n], rcond=None)
+    rows = slice(n, None) if split else slice(None)
+    total = ((y[rows] - y[rows].mean(0)) ** 2).sum()
+    return float(1 - ((y[rows] - design[rows] @ coef) ** 2).sum() / total) if total > 0 else 1.0
+
+
+def _best_frequency(score, grid: np.ndarray) -> float:
+    """Argmax of ``score`` over the grid, refined twice on 8x finer local grids."""
+    f, step = float(grid[int(np.argmax([score(g) for g in grid]))]), float(grid[1] - grid[0])
+    for _ in range(2):
+        local = np.linspace(f - step, f + step, 17)
+        local = local[local > 0]
+        f, step = float(local[int(np.argmax([score(g) for g in local]))]), step / 8
+    return f
+
+
+def _spectral_entropy(y: np.ndarray) -> float:
+    power = (np.abs(np.fft.rfft((y - y.mean(0)) * np.hanning(len(y))[:, None], axis=0)) ** 2).sum(1)[1:]
+    if len(power) < 2 or power.sum() == 0:
+        return 0.0
+    p = power / power.sum()
+    return float(-(p[p > 0] * np.log(p[p > 0])).sum() / np.log(len(p)))
+
+
+def _late_activity(comps) -> tuple[float, float]:
+    """Largest relative change between frames, and the mean change in the last quarter over that peak."""
+    act = _activity(comps)
+    if not len(act) or act.max() == 0:
+        return 0.0, 0.0
+    return float(act.max()), float(act[-max(1, len(act) // 4):].mean() / act.max())
+
+
+def measure_dynamics(traj: Trajectory, comps, th: PhysicsThresholds) -> dict:
+    """Dynamics class with its evidence (including the spectral entropy of the leading observables)."""
+    peak, late = _late_activity(comps)
+    t = traj.time - traj.time[0]
+    if not (len(t) > 1 and t[-1] > 0):
+        t = np.arange(len(t), dtype=float)
+    duration = float(max(t[-1], 1e-12)) if len(t) > 1 else 1.0
+    y = _pod_series(comps)
+    out = {"late_activity_ratio": late, "spectral_entropy": _spectral_entropy(y), "periodic_fit": None,
+           "quasi_periodic_fit": None, "dominant_period": None}
+    if peak < th.steady_tolerance:
+        return {"class": "steady", "confidence": 1 - 0.5 * peak / th.steady_tolerance, **out}
+    if late < th.transient_ratio:
+        return {"class": "transient", "confidence": 1 - 0.5 * late / th.transient_ratio, **out}
+    nyq, split = 0.5 * (len(t) - 1) / duration, (2 * len(t)) // 3
+    grid = np.arange(1.5 / duration, nyq, 1 / (8 * duration))
+    r1 = r2 = 0.0
+    if len(grid) > 1:
+        harmonics = lambda f: (f, 2 * f, 3 * f)
+        f0 = _best_frequency(lambda f: _fit(y, t, harmonics(f), nyq), grid)
+        f1 = _best_frequency(lambda f: _fit(y, t, (f,), nyq), grid)
+        combos = lambda f: (f1, f, 2 * f1, 2 * f, f1 + f, abs(f1 - f))
+        others = grid[np.abs(grid - f1) > 1 / duration]
+        f2 = _best_frequency(lambda f: _fit(y, t, combos(f), nyq), others) if len(others) > 1 else f1
+        r1, r2 = (max(0.0, _fit(y, t, fs, nyq, split)) for fs in (harmonics(f0), combos(f2)))
+        out.update(periodic_fit=r1, quasi_periodic_fit=max(r1, r2), dominant_period=1 / f0)
+    margin = 1 - th.periodic_fit + 1e-12
+    if r1 >= th.periodic_fit:
+        label, conf = "periodic", 0.5 + 0.5 * (r1 - th.periodic_fit) / margin
+    elif r2 >= th.periodic_fit:
+        label, conf = "quasi-periodic", 0.5 + 0.5 * min(1.0, (r2 - r1) / margin)
+    else:
+        label, conf = "chaotic", 0.5 + 0.5 * (th.periodic_fit - r2) / th.periodic_fit
+    return {"class": label, "confidence": float(np.clip(conf, 0, 1)), **out}
+
+
+def _first_below(c: np.ndarray, level: float = math.exp(-1)) -> float | None:
+    """Lag (in samples, interpolated) where a normalised autocorrelation first drops below ``level``."""
+    below = np.nonzero(c < level)[0]
+    if not len(below):
+        return None
+    i = int(below[0])
+    return float(i - 1 + (c[i - 1] - level) / (c[i - 1] - c[i])) if i > 0 else 0.0
+
+
+def measure_scales(traj: Trajectory, comps) -> dict[str, float]:
+    """Correlation length and time, characteristic velocity, RMS energy, domain length, duration."""
+    nd = traj.n_spatial_dims
+    spacing = _spacing(traj)
+    extents = [len(c) * dx if _periodic(traj, ax) else (c[-1] - c[0] or dx) for (ax, c), dx in zip(traj.coords.items(), spacing)]
+    duration = float(traj.time[-1] - traj.time[0]) if len(traj.time) > 1 else 0.0
+    g = np.concatenate([arr - arr.mean(axis=tuple(range(1, nd + 1)), keepdims=True) for _, _, arr in comps], -1)
+    lengths = []
+    for a, dx in enumerate(spacing):
+        n = g.shape[1 + a]
+        pad = n if _periodic(traj, traj.spatial_dims[a]) else 2 * n
+        spec = np.abs(np.fft.fft(g, n=pad, axis=1 + a)) ** 2
+        c = np.fft.ifft(spec, axis=1 + a).real.sum(axis=tuple(i for i in range(g.ndim) if i != 1 + a))
+        lag = _first_below(c[: n // 2 + 1] / c[0]) if c[0] > 0 else None
+        lengths.append((lag if lag is not None else n / 2) * dx)
+    h = np.concatenate([_flat(arr) for _, _, arr in comps], 1)
+    h = h - h.mean(0)
+    total = (h ** 2).sum()
+    moving = total > 1e-12 * ((h + h.mean(0)) ** 2).sum()  # frames identical up to rounding: no decorrelation
+    ct = np.array([(h[: len(h) - k] * h[k:]).sum() / total for k in range(len(h))]) if moving else np.ones(len(h))
+    lag = _first_below(ct)
+    dt = duration / (len(traj.time) - 1) if len(traj.time) > 1 else 1.0
+    vectors = [f for n, f in traj.fields.items() if traj.field_order[n] == 1]
+    if vectors:
+        velocity = math.sqrt(np.mean([(v ** 2).sum(-1).mean() for v in vectors]))
+    else:
+        rates = [np.diff(f, axis=0) / dt for n, f in traj.fields.items() if traj.field_order[n] == 0]
+        grads = [_gradient_sq(f[..., None], traj) for n, f in traj.fields.items() if traj.field_order[n] == 0]
+        num, den = sum((r ** 2).mean() for r in rates), sum(gr.mean() for gr in grads)
+        velocity = math.sqrt(num / den) if den > 0 and len(traj.time) > 1 else 0.0
+    fluct = [(f - f.mean(axis=tuple(range(nd + 1)))) ** 2 for f in traj.fields.values()]
+    energy = math.sqrt(sum(x.reshape(x.shape[:nd + 1] + (-1,)).sum(-1).mean() for x in fluct)) if fluct else 0.0
+    return {"correlation_length": float(np.mean(lengths)), "correlation_time": float(lag * dt) if lag is not None else duration,
+            "characteristic_velocity": float(velocity), "rms_energy": float(energy),
+            "domain_length": float(max(extents)), "duration": duration}
+
+
+def encode_trajectory(traj: Trajectory, th: PhysicsThresholds) -> dict:
+    """All physics measurements of one trajectory (the measured fields of a ``PhysicsFeatures`` record)."""
+    if not traj.fields:
+        raise NothingToMeasure(f"{traj.file}: trajectory {traj.index} has no time-varying fields to measure")
+    comps = _components(traj)
+    symmetries, _ = measure_symmetries(traj, comps, th)
+    return {
+        "dataset": traj.dataset, "file": str(traj.file), "trajectory": traj.index, "n_spatial_dims": traj.n_spatial_dims,
+        "boundary_conditions": {ax: lo if lo == hi else f"{lo}/{hi}" for ax, (lo, hi) in traj.boundary.items()},
+        "fields": list(traj.fields), "constant_fields": list(traj.constant_fields),
+        "symmetries": {k: float(np.clip(v, 0, 1)) for k, v in symmetries.items()},
+        "conserved": measure_conservation(traj, th), "dynamics": measure_dynamics(traj, comps, th),
+        "scales": measure_scales(traj, comps),
+        "simulation_parameters": {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in traj.parameters.items()},
+    }

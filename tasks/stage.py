@@ -60,12 +60,31 @@ def stage_key(stage: str, cfg: BaseModel | dict | None, inputs, source: str = ""
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+OWN_PACKAGES = ("tasks", "adapters", "flows")
+
+
 def module_source(obj: Any) -> str:
-    """Source text of the module defining ``obj``; part of the cache key so code edits invalidate."""
-    try:
-        return inspect.getsource(inspect.getmodule(obj))
-    except (OSError, TypeError):
-        return ""
+    """Source of the module defining ``obj`` and of every labtune module it uses, transitively.
+
+    Part of each stage's cache key, so editing a helper the stage relies on (a physics encoder,
+    a lab adapter) invalidates the stage's cached output just like editing the stage itself.
+    """
+    root = inspect.getmodule(obj)
+    seen: dict[str, str] = {}
+    todo = [root] if root else []
+    while todo:
+        mod = todo.pop()
+        if mod is None or mod.__name__ in seen:
+            continue
+        try:
+            seen[mod.__name__] = inspect.getsource(mod)
+        except (OSError, TypeError):
+            seen[mod.__name__] = ""
+        for value in vars(mod).values():
+            dep = value if inspect.ismodule(value) else inspect.getmodule(value) if callable(value) else None
+            if dep is not None and dep.__name__.split(".")[0] in OWN_PACKAGES:
+                todo.append(dep)
+    return "".join(seen[name] for name in sorted(seen))
 
 
 def read_manifest(out_dir: Path) -> dict | None:
