@@ -44,13 +44,14 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from adapters.sandbox import DEFAULT_PRELOAD, Sandbox, SandboxJob, SandboxResult
+from tasks import circuit_checks  # runs in the sandbox; imported here (no qiskit at import) so the stage key covers it
 from tasks.records import RecordError, read_jsonl, write_jsonl
 from tasks.reporting import StageProgress, publish_table
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
 from tasks.stage_cli import config_from_args, stage_parser
 
 STAGE = "verify"
-CHECKS = "tasks.circuit_checks"
+CHECKS = circuit_checks.__name__
 PRELOAD = (*DEFAULT_PRELOAD, "qiskit.qpy", "qiskit_aer.primitives", "matplotlib.pyplot", f"{CHECKS}:warm_up")
 log = logging.getLogger(__name__)
 
@@ -214,17 +215,11 @@ def summarize(rows: list[dict]) -> tuple[dict, dict]:
     return counts, metrics
 
 
-def _checker_source() -> str:
-    """The checks and the sandbox are part of the verdicts: their code is part of the cache key."""
-    root = Path(__file__).resolve().parent.parent
-    return "".join((root / f).read_text() for f in ("tasks/circuit_checks.py", "adapters/sandbox.py"))
-
-
 def verify(cfg: VerifyConfig, inputs: Path | list[Path], out_dir: Path) -> Path:
     """Write ``results.jsonl``, ``passed.jsonl`` (ids) and ``rejects.jsonl`` (with reasons)."""
     out_dir = Path(out_dir)
     paths = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]
-    key = stage_key(STAGE, cfg, paths, module_source(verify) + _checker_source())
+    key = stage_key(STAGE, cfg, paths, module_source(verify))
     if cached(out_dir, key):
         return out_dir
     items = read_items(paths)
