@@ -14,15 +14,14 @@ from pathlib import Path
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.config import ConfigError, add_common_args, load_config
+from flows.config import add_common_args, load_config
 from adapters.lab_client import LabUnreachableError
-from flows.runner import StageTimer
+from flows.runner import StageTimer, flow_params, run_flow_cli
 from tasks.describe_experiments import DescribeConfig, describe_experiments
 from tasks.export_gguf import ExportConfig, export_gguf
 from tasks.harvest_experiments import HarvestConfig, harvest_experiments
 from tasks.install_ollama import InstallConfig, install_ollama
 from tasks.mix_datasets import MixConfig, mix_datasets
-from tasks.records import RecordError
 from tasks.train_sft import SFTStageConfig, train_sft
 
 PROJECT = "ben-lab"
@@ -81,21 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     add_common_args(parser, PROJECT)
     parser.add_argument("--lab-url", help="your Jarvis lab's base URL (default: start the reference lab on loopback)")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "chat":
-            from flows.lab_chat import chat
+    if args.command == "chat":
+        from flows.lab_chat import chat
 
-            return chat(PROJECT, BenLabConfig, args)
-        params = dict(config=str(args.config) if args.config else None, profile=args.profile,
-                      data_dir=str(args.data_dir) if args.data_dir else None, overrides=args.overrides, lab_url=args.lab_url)
-        load_config(BenLabConfig, PROJECT, config=params["config"], profile=args.profile, overrides=args.overrides)  # fail fast
-        summary = ben_lab(**params)
-    except (ConfigError, RecordError, LabUnreachableError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"eval loss {summary['eval_loss_before']} → {summary['eval_loss_after']}; parity {summary['parity_rate']}; "
-          f"installed in Ollama: {summary['installed']}")
-    return 0
+        return chat(PROJECT, BenLabConfig, args)
+    return run_flow_cli(ben_lab, PROJECT, BenLabConfig, {**flow_params(args), "lab_url": args.lab_url},
+                        user_errors=(LabUnreachableError,))
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ class StageTimer:
             "profile": profile,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "total_wall_time_s": round(sum(s["wall_time_s"] for s in self.stages.values()), 2),
+            "summary_path": str(path),
             "stages": self.stages,
             **extra,
         }
@@ -46,3 +47,28 @@ class StageTimer:
                  **{f"count.{c}": n for c, n in v["counts"].items()}} for k, v in self.stages.items()]
         publish_table(f"{project}-summary", rows, f"{project}: stage outputs and wall times (summary: {path})")
         return summary
+
+
+def flow_params(args) -> dict:
+    """The flow parameters every project takes, from parsed ``add_common_args`` options."""
+    return dict(config=str(args.config) if args.config else None, profile=args.profile,
+                data_dir=str(args.data_dir) if args.data_dir else None, overrides=args.overrides)
+
+
+def run_flow_cli(flow_fn, project: str, config_model, params: dict, user_errors: tuple[type[Exception], ...] = ()) -> int:
+    """Validate the config (cheap, before any work), run the flow, print its headline; user errors exit 2."""
+    import sys
+
+    from flows.config import ConfigError, load_config
+    from tasks.records import RecordError
+
+    try:
+        load_config(config_model, project, config=params["config"], profile=params["profile"], overrides=params["overrides"])
+        summary = flow_fn(**params)
+    except (ConfigError, RecordError, FileNotFoundError, *user_errors) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{project}: eval loss {summary.get('eval_loss_before')} → {summary.get('eval_loss_after')}; "
+          f"GGUF parity {summary.get('parity_rate')}; installed in Ollama: {summary.get('installed')}")
+    print(f"summary: {summary.get('summary_path')}")
+    return 0

@@ -52,6 +52,27 @@ class MixConfig(BaseModel):
         return self
 
 
+def available_sources(cfg: MixConfig, files: dict[str, Path]) -> tuple[MixConfig, list[Path], list[str]]:
+    """Drop configured sources whose file is missing or empty; the remaining weights renormalise.
+
+    Returns the reduced config, its input files in order, and the names that were dropped (so the
+    flow can say so in its summary rather than silently training on a different mix).
+    """
+    kept, paths, dropped = [], [], []
+    for src in cfg.sources:
+        path = files.get(src.name)
+        if path is None:
+            raise ValueError(f"mix: source '{src.name}' has no input file; known: {sorted(files)}")
+        if Path(path).exists() and Path(path).stat().st_size > 0:
+            kept.append(src)
+            paths.append(Path(path))
+        else:
+            dropped.append(src.name)
+    if not kept:
+        raise ValueError(f"mix: none of the sources {[s.name for s in cfg.sources]} has any records")
+    return cfg.model_copy(update={"sources": kept}), paths, dropped
+
+
 def record_digest(rec: ChatRecord) -> str:
     """Identity of a record for dedup and split: its messages only (not source or meta)."""
     payload = json.dumps([[m.role, m.content.strip()] for m in rec.messages], ensure_ascii=False)

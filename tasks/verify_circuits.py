@@ -24,7 +24,7 @@ Result per item: ``{"id", "passed", "outcome", "checks": {"parses", "runs", "con
 "grad_variance", "bp_reason", "reason", "structure", ...}``. ``outcome`` is ok, a sandbox failure (syntax_error,
 runtime_error, timeout, memory_limit, killed, denied, error) or a failed check (contract_error,
 n_qubits_mismatch, particles_mismatch, symmetry_broken, too_large, plateau). The checks are in
-tasks/circuit_checks.py, the containment in adapters/sandbox.py. Barren-plateau status is computed
+tasks/circuit_checks.py, the containment in adapters/sandbox_worker.py. Barren-plateau status is computed
 once per circuit structure (parameters unbound) and only for items that passed.
 
     python -m tasks.verify_circuits --input code.jsonl --output results.jsonl   # plain checker; exit 1 if any item fails

@@ -9,12 +9,13 @@ from flows.config import CONFIG_DIR, PROFILES, ConfigError, load_config
 
 def project_models():
     from flows.ben_lab import BenLabConfig
+    from flows.quantum_mind import QuantumMindConfig
 
-    return {"ben-lab": BenLabConfig}
+    return {"ben-lab": BenLabConfig, "quantum-mind": QuantumMindConfig}
 
 
 @pytest.mark.parametrize("profile", PROFILES)
-@pytest.mark.parametrize("project", ["ben-lab"])
+@pytest.mark.parametrize("project", ["ben-lab", "quantum-mind"])
 def test_shipped_configs_validate(project, profile):
     cfg = load_config(project_models()[project], project, profile=profile)
     assert cfg.profile == profile
@@ -93,3 +94,31 @@ def test_cli_reports_config_errors_without_a_traceback(capsys):
     assert main(["--set", "sft.lora.rnak=4"]) == 2
     err = capsys.readouterr().err
     assert "unknown key 'sft.lora.rnak'" in err and "Traceback" not in err
+
+
+def test_quantum_mind_gpu_profile_is_the_seeds_qlora():
+    from flows.quantum_mind import QuantumMindConfig
+
+    cfg = load_config(QuantumMindConfig, "quantum-mind", profile="gpu")
+    assert cfg.sft.base_model == "Qwen/Qwen2.5-Coder-7B-Instruct" and cfg.sft.quantization == "4bit"
+    assert (cfg.sft.lora.r, cfg.sft.lora.alpha) == (32, 64)
+    t = cfg.sft.trainer
+    assert t["per_device_train_batch_size"] * t["gradient_accumulation_steps"] == 16
+    assert (t["learning_rate"], t["num_train_epochs"], t["max_length"]) == (2e-4, 3, 2048)
+    assert [(s.name, s.weight) for s in cfg.mix.sources] == [
+        ("quantum_llm_instruct", 0.5), ("physics_augmented", 0.3), ("physics_reasoning", 0.2)]
+
+
+def test_prefect_yaml_deploys_every_project_flow():
+    import importlib
+
+    import yaml
+
+    spec = yaml.safe_load((CONFIG_DIR.parent / "prefect.yaml").read_text())
+    names = {d["name"]: d for d in spec["deployments"]}
+    assert {"ben-lab", "quantum-mind-v2"} <= set(names)
+    for d in names.values():
+        path, fn = d["entrypoint"].split(":")
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        assert getattr(module, fn).name in {"ben-lab", "quantum-mind"}
+        assert d["work_pool"]["name"] == "labtune" and all(s["active"] is False for s in d["schedules"])

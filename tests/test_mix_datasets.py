@@ -77,3 +77,18 @@ def test_second_run_is_a_cache_hit(tmp_path):
     before = (out / "manifest.json").stat().st_mtime_ns
     mix(MixConfig(), [a], tmp_path / "mix")
     assert (out / "manifest.json").stat().st_mtime_ns == before
+
+
+def test_a_missing_source_is_dropped_and_weights_renormalise(tmp_path):
+    from tasks.mix_datasets import available_sources
+
+    a = write_chat_records(tmp_path / "a.jsonl", 100)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    b = write_chat_records(tmp_path / "b.jsonl", 100, start=500)
+    cfg = MixConfig(sources=[MixSource(name="instruct", weight=0.5), MixSource(name="a", weight=0.3), MixSource(name="b", weight=0.2)])
+    reduced, files, dropped = available_sources(cfg, {"instruct": empty, "a": a, "b": b})
+    assert dropped == ["instruct"] and files == [a, b]
+    out = mix(reduced, files, tmp_path / "mix")
+    shares = {r["source"]: r["share"] for r in json.loads((out / "manifest.json").read_text())["sources"]}
+    assert shares == {"a": pytest.approx(0.6, abs=0.01), "b": pytest.approx(0.4, abs=0.01)}

@@ -1,0 +1,99 @@
+"""quantum-mind: The Well trajectories → physics features → Qiskit circuits verified by execution →
+mixed with QuantumLLMInstruct → (Q)LoRA → GGUF → Ollama. Deployed as ``quantum-mind-v2``.
+
+    python -m flows.quantum_mind --profile local                     # embedded Well datasets, SmolLM2-135M, no network
+    python -m flows.quantum_mind --profile gpu --set instruct.path=~/data/QuantumLLMInstruct.parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from prefect import flow
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows.config import add_common_args, load_config
+from flows.runner import StageTimer, flow_params, run_flow_cli
+from tasks.encode_trajectories import EncodeConfig, encode_trajectories
+from tasks.export_gguf import ExportConfig, export_gguf
+from tasks.generate_physics_examples import GenerateConfig, generate_physics_examples
+from tasks.install_ollama import InstallConfig, install_ollama
+from tasks.load_instruct import InstructConfig, load_quantum_instruct
+from tasks.mix_datasets import MixConfig, available_sources, mix_datasets
+from tasks.select_verified import SelectConfig, select_verified
+from tasks.train_sft import SFTStageConfig, train_sft
+from tasks.verify_circuits import VerifyConfig, verify_circuits
+
+PROJECT = "quantum-mind"
+
+
+class QuantumMindConfig(BaseModel):
+    """configs/quantum_mind.yaml"""
+
+    model_config = ConfigDict(extra="forbid")
+    profile: str = Field("local", description="Profile the config was loaded with")
+    data_dir: Path = Field(Path("data"), description="Root of all outputs; this project writes to <data_dir>/quantum_mind")
+    run_name: str = Field("quantum-mind-v2", description="SFT run dir name under models/checkpoints/")
+    encode: EncodeConfig = Field(default_factory=EncodeConfig, description="The Well trajectories → physics features")
+    generate: GenerateConfig = Field(default_factory=GenerateConfig, description="Features → circuit examples")
+    verify: VerifyConfig = Field(default_factory=VerifyConfig, description="Sandboxed circuit checks")
+    select: SelectConfig = Field(default_factory=SelectConfig, description="Which verified examples to keep")
+    instruct: InstructConfig = Field(default_factory=InstructConfig, description="QuantumLLMInstruct source")
+    mix: MixConfig = Field(default_factory=MixConfig, description="Source shares and validation split")
+    sft: SFTStageConfig = Field(default_factory=SFTStageConfig, description="Fine-tuning")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="GGUF export and parity check")
+    install: InstallConfig = Field(default_factory=lambda: InstallConfig(model_name="quantum-mind-v2"), description="Ollama install")
+
+
+@flow(name=PROJECT, log_prints=True)
+def quantum_mind(config: str | None = None, profile: str = "local", data_dir: str | None = None,
+                 overrides: list[str] | None = None) -> dict:
+    """Run every quantum-mind stage; unchanged stages are cache hits."""
+    cfg = load_config(QuantumMindConfig, PROJECT, config=config, profile=profile, overrides=overrides,
+                      extra={"data_dir": data_dir} if data_dir else None)
+    root = cfg.data_dir.resolve() / "quantum_mind"
+    if cfg.sft.model_cache_dir is None:
+        cfg.sft.model_cache_dir = root.parent / "cache" / "models"
+    run = StageTimer()
+    encoded = run("encode", encode_trajectories, cfg.encode, None, root / "encode")
+    generated = run("generate", generate_physics_examples, cfg.generate, encoded, root / "generate")
+    verified = run("verify", verify_circuits, cfg.verify, generated / "code.jsonl", root / "verify")
+    selected = run("select", select_verified, cfg.select, [generated, verified], root / "select")
+    instruct = run("instruct", load_quantum_instruct, cfg.instruct, None, root / "instruct")
+    mix_cfg, mix_files, dropped = available_sources(cfg.mix, {
+        "quantum_llm_instruct": instruct / "instruct.jsonl", "physics_augmented": selected / "physics.jsonl",
+        "physics_reasoning": selected / "reasoning.jsonl"})
+    if dropped:
+        print(f"[quantum-mind] no records for {dropped}: mixing the remaining sources with renormalised weights")
+    mixed = run("mix", mix_datasets, mix_cfg, mix_files, root / "mix")
+    tuned = run("sft", train_sft, cfg.sft, mixed, root / "models" / "checkpoints" / cfg.run_name)
+    exported = run("export", export_gguf, cfg.export, [tuned, mixed / "val.jsonl"], root / "export")
+    installed = run("install", install_ollama, cfg.install, exported, root / "install")
+    m = run.manifests
+    return run.write_summary(
+        root / "summary.json", PROJECT, cfg.profile,
+        counts={k: run.stages[k]["counts"] for k in ("encode", "generate", "verify", "select", "instruct", "mix")},
+        encoder_accuracy=m["encode"]["metrics"].get("truth_accuracy"),
+        verification={"pass_rate": m["verify"]["metrics"].get("pass_rate"),
+                      "rejects_by_outcome": {k: v for k, v in m["select"]["counts"].items() if k.startswith("dropped_")}},
+        mix={"sources": m["mix"].get("sources"), "dropped_sources": dropped},
+        eval_loss_before=m["sft"]["metrics"].get("eval_loss_before"), eval_loss_after=m["sft"]["metrics"].get("eval_loss_after"),
+        parity_rate=m["export"]["metrics"].get("parity_rate"),
+        gguf={k: str(exported / v) for k, v in m["export"].get("gguf", {}).items()},
+        installed=bool(m["install"].get("installed")), ollama_model=cfg.install.model_name,
+        install_command=m["install"].get("command"), install_dir=str(installed),
+        physics_augmented=str(selected / "physics_augmented"),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.quantum_mind", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser, PROJECT)
+    return run_flow_cli(quantum_mind, PROJECT, QuantumMindConfig, flow_params(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
