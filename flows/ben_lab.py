@@ -41,7 +41,7 @@ class BenLabConfig(BaseModel):
     install: InstallConfig = Field(default_factory=lambda: InstallConfig(model_name="ben-lab"), description="Ollama install")
 
 
-@flow(name=PROJECT, log_prints=True)
+@flow(name=PROJECT)
 def ben_lab(config: str | None = None, profile: str = "local", data_dir: str | None = None,
             overrides: list[str] | None = None, lab_url: str | None = None) -> dict:
     """Run every ben-lab stage; unchanged stages are cache hits."""

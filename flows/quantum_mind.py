@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flows.config import add_common_args, load_config
 from flows.runner import StageTimer, flow_params, run_flow_cli
+from tasks.reporting import say
 from tasks.encode_trajectories import EncodeConfig, encode_trajectories
 from tasks.export_gguf import ExportConfig, export_gguf
 from tasks.generate_physics_examples import GenerateConfig, generate_physics_examples
@@ -47,7 +48,7 @@ class QuantumMindConfig(BaseModel):
     install: InstallConfig = Field(default_factory=lambda: InstallConfig(model_name="quantum-mind-v2"), description="Ollama install")
 
 
-@flow(name=PROJECT, log_prints=True)
+@flow(name=PROJECT)
 def quantum_mind(config: str | None = None, profile: str = "local", data_dir: str | None = None,
                  overrides: list[str] | None = None) -> dict:
     """Run every quantum-mind stage; unchanged stages are cache hits."""
@@ -66,7 +67,7 @@ def quantum_mind(config: str | None = None, profile: str = "local", data_dir: st
         "quantum_llm_instruct": instruct / "instruct.jsonl", "physics_augmented": selected / "physics.jsonl",
         "physics_reasoning": selected / "reasoning.jsonl"})
     if dropped:
-        print(f"[quantum-mind] no records for {dropped}: mixing the remaining sources with renormalised weights")
+        say(f"[quantum-mind] no records for {dropped}: mixing the remaining sources with renormalised weights")
     mixed = run("mix", mix_datasets, mix_cfg, mix_files, root / "mix")
     tuned = run("sft", train_sft, cfg.sft, mixed, root / "models" / "checkpoints" / cfg.run_name)
     exported = run("export", export_gguf, cfg.export, [tuned, mixed / "val.jsonl"], root / "export")

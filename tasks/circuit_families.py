@@ -51,7 +51,7 @@ UNIFORM_FIELD_IS_TRIVIAL = {"hop_field", "exchange_field"}
 NAMES = {"hop": ("theta", "t", "hop", "j", "th"), "phase": ("beta", "chi", "varphi"), "field": ("phi", "h", "mu", "lam"),
          "pair": ("u", "v", "zz", "eta"), "flip": ("jx", "kx", "gx"), "flip2": ("jy", "ky", "gy"),
          "rot": ("theta", "alpha", "ry_angles"), "rot2": ("phi", "delta", "rz_angles"), "cost": ("gamma", "g", "c"),
-         "mix": ("beta", "bm", "mixer")}
+         "mix": ("beta", "bm", "mixer"), "final": ("theta_out", "final", "omega")}
 STYLES = ("loop", "function", "unrolled")
 UNROLL_LIMIT = 36  # gate lines; longer circuits are written as loops
 
@@ -119,6 +119,13 @@ def lattice_bonds(shape: tuple[int, ...], periodic: tuple[bool, ...], ordering: 
 def mirror_slots(n: int, bonds: list[tuple[int, int, int]]) -> tuple[list[int], list[int]]:
     """Chain mirror classes: bond (q, q+1) ~ (n-2-q, n-1-q) and site q ~ n-1-q."""
     return [min(a, n - 2 - a) for a, _, _ in bonds], [min(q, n - 1 - q) for q in range(n)]
+
+
+def parameter_count(spec: CircuitSpec) -> int:
+    """Number of circuit parameters (after sharing)."""
+    bonds = lattice_bonds(spec.shape, spec.periodic, spec.ordering)
+    slots = mirror_slots(spec.n_qubits, bonds) if spec.sharing == "mirror" else ([], [])
+    return sum(_vector_sizes(spec, len(bonds), len(set(slots[0])), len(set(slots[1]))).values())
 
 
 def claims(spec: CircuitSpec) -> dict:
@@ -322,7 +329,7 @@ def _unrolled(spec: CircuitSpec, bonds, slots, site_slots, names: dict) -> list[
 def _reference_lines(spec: CircuitSpec) -> list[str]:
     occ = list(spec.occupied)
     if spec.family == "qaoa":
-        return ["reference = QuantumCircuit(n_qubits)", "reference.h(range(n_qubits))  # |+...+>, ground state of the mixer"]
+        return ["reference = QuantumCircuit(n_qubits)", "reference.h(range(n_qubits))  # |+...+>, an eigenstate of the X mixer"]
     if not occ:
         return ["reference = QuantumCircuit(n_qubits)  # |0...0>"]
     how = (spec.compose + len(occ)) % 3

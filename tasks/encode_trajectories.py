@@ -33,7 +33,7 @@ from tasks.physics_features import (
     PhysicsThresholds,
 )
 from tasks.records import write_jsonl
-from tasks.reporting import StageProgress, publish_table
+from tasks.reporting import StageProgress, publish_table, say
 from tasks.stage import (
     cached,
     module_source,
@@ -211,7 +211,7 @@ def physics_record(measured: dict) -> PhysicsFeatures:
 
 def _generate(cfg: EncodeConfig, out_dir: Path) -> Path:
     target = out_dir.parent / "well_data"
-    print(f"[encode] no source configured: using labtune's embedded Well datasets in {target} (generated when missing)")
+    say(f"[encode] no source configured: using labtune's embedded Well datasets in {target} (generated when missing)")
     from adapters.well_solvers import generate_default
 
     return generate_default(target, cfg.generator_seed)

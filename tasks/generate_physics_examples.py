@@ -143,12 +143,18 @@ def design(f: PhysicsFeatures, cfg: GenerateConfig, rng: random.Random, family: 
     if family is None:
         symmetric = [x for x in fams if x not in cf.BASELINES]
         baselines = [x for x in fams if x in cf.BASELINES]
-        family = rng.choice(baselines if not symmetric or (baselines and rng.random() < cfg.baseline_share) else symmetric)
+        pool = baselines if not symmetric or (baselines and rng.random() < cfg.baseline_share) else symmetric
+        # where the parity family fits, it is the most specific choice half of the time
+        family = "z2_parity" if "z2_parity" in pool and rng.random() < 0.5 else rng.choice(pool)
     n = rng.randint(cfg.min_qubits, cfg.max_qubits)
     px, py = (f.boundary_conditions.get(ax) == "PERIODIC" for ax in ("x", "y"))
+    # a 2-D field may sit on a rows x cols grid; a periodic axis needs >= 3 sites to wrap around
     grids = [(r, n // r) for r in range(2, n) if n % r == 0 and n // r >= 2
              and (not px or n // r >= 3) and (not py or r >= 3)] if f.n_spatial_dims >= 2 else []
-    shape, periodic = ((grids and rng.random() < 0.5) and (rng.choice(grids), (px, py))) or ((n,), (px,))
+    if grids and rng.random() < 0.5:
+        shape, periodic = rng.choice(grids), (px, py)
+    else:
+        shape, periodic = (n,), (px,)
     axes = ("x", "y")[:len(shape)]
     sym = cf.SYMMETRY[family]
     if family == "qaoa":
@@ -175,7 +181,7 @@ def design(f: PhysicsFeatures, cfg: GenerateConfig, rng: random.Random, family: 
     used: set[str] = set()
     names = []
     for role in roles:
-        name = rng.choice([x for x in cf.NAMES.get(role, ("theta_out", "final", "omega")) if x not in used])
+        name = rng.choice([x for x in cf.NAMES[role] if x not in used])
         used.add(name)
         names.append((role, name))
     couplings = _couplings(shape, periodic, xi_sites) if family == "qaoa" else ()
@@ -215,7 +221,7 @@ def _reference(sym: str, n: int, shape, rng: random.Random) -> tuple[int, ...]:
 
 # ---- text ---------------------------------------------------------------------------------------------
 
-def describe(f: PhysicsFeatures, focus: str, rng: random.Random) -> str:
+def describe_features(f: PhysicsFeatures, focus: str, rng: random.Random) -> str:
     """The ``input`` of an example: the measurements, as prose, bullets or key: value lines."""
     items = [("system", f"{f.dataset}, trajectory {f.trajectory} of {Path(f.file).name} ({f.n_spatial_dims}-D; fields "
                         f"{', '.join(f.fields)}; time-invariant medium: {', '.join(f.constant_fields) or 'none'})")]
@@ -243,13 +249,6 @@ def describe(f: PhysicsFeatures, focus: str, rng: random.Random) -> str:
     if form == 1:
         return " ".join(f"{k.capitalize()}: {v}." for k, v in items)
     return "\n".join(f"{k} = {v}" for k, v in items)
-
-
-def _params(spec: cf.CircuitSpec, sharing: str) -> int:
-    bonds = cf.lattice_bonds(spec.shape, spec.periodic, spec.ordering)
-    slots = cf.mirror_slots(spec.n_qubits, bonds) if sharing == "mirror" else ([], [])
-    sizes = cf._vector_sizes(replace(spec, sharing=sharing), len(bonds), len(set(slots[0])), len(set(slots[1])))
-    return sum(sizes.values())
 
 
 def symmetry_reason(f: PhysicsFeatures, spec: cf.CircuitSpec, fams: list[str], rng: random.Random) -> str:
@@ -312,14 +311,16 @@ def lattice_reason(f: PhysicsFeatures, spec: cf.CircuitSpec) -> str:
 
 
 def sharing_reason(f: PhysicsFeatures, spec: cf.CircuitSpec) -> str:
-    total = _params(spec, spec.sharing)
+    total = cf.parameter_count(spec)
     if spec.family == "qaoa":
         return f"Two angles per layer (one cost, one mixer angle): {total} parameters."
-    if spec.family == "hardware_efficient":
-        return f"Every rotation has its own angle: {total} parameters."
-    free = _params(spec, "none")
     axes = ("x", "y")[:len(spec.shape)]
     conf = " and ".join(f"{f.symmetries.get(f'translation_{ax}', 0):.2f} along {ax}" for ax in axes)
+    if spec.family == "hardware_efficient":
+        ignored = (f"The baseline ignores the measured translation symmetry (confidence {conf}): "
+                   if spec.periodic and all(spec.periodic) and f.symmetries.get("translation_x", 0) >= 0.5 else "")
+        return f"{ignored}{'e' if ignored else 'E'}very rotation has its own angle: {total} parameters."
+    free = cf.parameter_count(replace(spec, sharing="none"))
     if spec.sharing == "translation":
         return (f"Translation symmetry has confidence {conf}, so each layer uses one angle per gate type"
                 f"{' and bond direction' if len(axes) == 2 else ''} on every bond: {total} parameters instead of {free}.")
@@ -337,6 +338,8 @@ def depth_reason(f: PhysicsFeatures, d: Design) -> str:
     text = (f"The correlation length {num(s['correlation_length'])} of a {num(s['domain_length'])} domain spans "
             f"{d.xi_sites:.1f} of the {d.sites_x} sites along x; a brick-wall layer spreads correlations by up to two sites, "
             f"so about {reach} layer{'s' * (reach != 1)} reach{'es' * (reach == 1)} it")
+    if d.xi_sites < 1:
+        text += " (each qubit covers more than one correlation length, so neighbouring sites are only weakly correlated)"
     extra = d.suggested_layers - min(reach, d.suggested_layers)
     if extra:
         text += f", plus {extra} for the {f.dynamics.label} dynamics"
@@ -359,7 +362,7 @@ def reference_reason(spec: cf.CircuitSpec) -> str:
     if spec.family == "qaoa":
         return "The reference is |+…+⟩ (H on every qubit), the usual QAOA start."
     if sym == "u1":
-        return (f"The reference flips {where}: N = {k} particles on {n} sites (filling {k}/{n}), so the circuit explores "
+        return (f"The reference flips {where}: N = {k} particle{'s' * (k != 1)} on {n} sites (filling {k}/{n}), so the circuit explores "
                 f"only the {math.comb(n, k)}-dimensional N = {k} sector of the 2^{n} = {2 ** n} states.")
     if sym == "z2":
         return (f"The reference flips {where}: {'odd' if k % 2 else 'even'} parity, so the circuit stays in that "
@@ -448,7 +451,7 @@ def example_text(kind: str, f: PhysicsFeatures, d: Design, fams: list[str], rng:
     code, _ = cf.render(spec)
     closing = rng.choice(["The circuit:", "Qiskit code:", "Implementation:", "The code defines reference, ansatz and circuit:"])
     sep = "\n\n" if kind == REASONING or rng.random() < 0.5 else " "
-    return instruction, describe(f, focus, rng), sep.join(parts) + f"\n\n{closing}\n```python\n{code}```"
+    return instruction, describe_features(f, focus, rng), sep.join(parts) + f"\n\n{closing}\n```python\n{code}```"
 
 
 def generate(cfg: GenerateConfig, inputs: Path, out_dir: Path) -> Path:

@@ -21,7 +21,7 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.lab_client import LabClient, LabServerError
-from tasks.reporting import StageProgress, counts_table, publish_table
+from tasks.reporting import StageProgress, counts_table, publish_table, say
 from tasks.stage_cli import config_from_args, stage_parser
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
 
@@ -115,7 +115,7 @@ def harvest(cfg: HarvestConfig, inputs: None, out_dir: Path) -> Path:
     with stage_output(STAGE, out_dir, key, cfg, inputs) as out, _lab(cfg) as url:
         client = LabClient(url, timeout=cfg.timeout_s, retries=cfg.retries)
         health = client.health()
-        print(f"[harvest] lab {url}: {health.status}; {len(done)} done earlier, {len(todo)} to run")
+        say(f"[harvest] lab {url}: {health.status}; {len(done)} done earlier, {len(todo)} to run")
         with open(work_log, "a") as log, StageProgress(f"harvest {len(todo)} experiments", len(todo)) as progress, \
                 ThreadPoolExecutor(cfg.concurrency) as pool:
             futures = [pool.submit(_call, client, item) for item in todo]
@@ -148,7 +148,7 @@ def _lab(cfg: HarvestConfig):
         return
     from adapters.lab_server import reference_lab
 
-    print("[harvest] no lab URL configured: starting labtune's reference lab on loopback")
+    say("[harvest] no lab URL configured: starting labtune's reference lab on loopback")
     with reference_lab() as url:
         yield url
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.llama_cpp import render_chat_template
 from adapters.ollama import CHATML_STOPS, OllamaServer, OllamaUnavailable, chatml_template, default_host, modelfile_text
-from tasks.reporting import counts_table, publish_table
+from tasks.reporting import counts_table, publish_table, say
 from tasks.stage_cli import config_from_args, stage_parser
 from tasks.stage import cached, module_source, prefect_cache_key, read_manifest, stage_key, stage_output
 
@@ -85,7 +85,7 @@ def run(cfg: InstallConfig, inputs: Path | list[Path], out_dir: Path) -> Path:
                          modelfile=str(modelfile), gguf={"model": str(model_file),
                                                          "adapter": str(adapter_file) if adapter_file else None})
     if not result["installed"]:
-        print(f"[labtune] Ollama model NOT installed: {result['reason']}\n"
+        say(f"[labtune] Ollama model NOT installed: {result['reason']}\n"
               f"[labtune] the Modelfile is kept; install it yourself with:\n    {command}")
     publish_table(f"{STAGE}-summary", counts_table(out.counts, out.metrics) +
                   [{"name": "installed", "value": result["installed"]}, {"name": "command", "value": command}],

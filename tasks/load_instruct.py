@@ -17,7 +17,7 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.records import ChatRecord, RecordError, write_jsonl
-from tasks.reporting import counts_table, publish_table
+from tasks.reporting import counts_table, publish_table, say
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
 from tasks.stage_cli import config_from_args, stage_parser
 
@@ -101,7 +101,7 @@ def load_instruct(cfg: InstructConfig, inputs: None, out_dir: Path) -> Path:
         out.counts = {"rows": len(rows), "records": len(records), "rejected": len(rejects)}
         out.extra.update(available=bool(records), reason=reason, origin=str(source) if source else (HUB_ID if cfg.hub else None))
     if reason:
-        print(f"[instruct] QuantumLLMInstruct not available: {reason}")
+        say(f"[instruct] QuantumLLMInstruct not available: {reason}")
     publish_table(STAGE, counts_table(out.counts), f"QuantumLLMInstruct: {'available' if records else 'not available'}")
     return out_dir
 

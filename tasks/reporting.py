@@ -19,6 +19,20 @@ def _in_prefect_run() -> bool:
     return TaskRunContext.get() is not None or FlowRunContext.get() is not None
 
 
+def say(message: str) -> None:
+    """A progress/decision message: the Prefect run log inside a run (shown in the UI), else the terminal.
+
+    Used instead of flow-wide ``log_prints``, which also forwards third-party prints made under
+    ``contextlib.redirect_stdout`` (datasets' fingerprinting dumps bytecode that way).
+    """
+    if _in_prefect_run():
+        from prefect import get_run_logger
+
+        get_run_logger().info(message)
+    else:
+        print(message, flush=True)
+
+
 def artifact_key(text: str) -> str:
     """Prefect artifact keys allow lowercase letters, digits and dashes only."""
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.base_models import EMBEDDED, resolve_base_model
 from tasks.records import read_chat_records
-from tasks.reporting import counts_table, publish_image, publish_table
+from tasks.reporting import counts_table, publish_image, publish_table, say
 from tasks.stage_cli import config_from_args, stage_parser
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
 from tasks.training_log import StepLog, plot_loss_curve
@@ -99,7 +99,7 @@ def load_model(cfg: SFTStageConfig, base: str):
     if cfg.quantization == "4bit":
         if has_cuda():
             return load_quantized(cfg, base)
-        print("[sft] quantization: 4bit asks for QLoRA, but no CUDA GPU is present: training an unquantised LoRA "
+        say("[sft] quantization: 4bit asks for QLoRA, but no CUDA GPU is present: training an unquantised LoRA "
               "instead (bitsandbytes 4-bit on CPU is 2x slower than fp32). Set sft.quantization=none to silence this.")
     return AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, cfg.dtype), attn_implementation=cfg.attn_implementation)
 
@@ -163,7 +163,7 @@ def train(cfg: SFTStageConfig, inputs: Path, out_dir: Path) -> Path:
     resume = last_complete_checkpoint(ckpt_dir)
     before_file = work / "eval_before.json"
     if resume:
-        print(f"[sft] resuming from {resume}")
+        say(f"[sft] resuming from {resume}")
     elif cfg.eval_before and val_rows:
         before_file.parent.mkdir(parents=True, exist_ok=True)
         before_file.write_text(json.dumps(trainer.evaluate()))
@@ -209,7 +209,7 @@ def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
             json.loads((ckpt / "trainer_state.json").read_text())
             return str(ckpt)
         except (FileNotFoundError, json.JSONDecodeError):
-            print(f"[sft] discarding incomplete checkpoint {ckpt.name} (the run was killed while saving it)")
+            say(f"[sft] discarding incomplete checkpoint {ckpt.name} (the run was killed while saving it)")
             shutil.rmtree(ckpt, ignore_errors=True)
     return None
 

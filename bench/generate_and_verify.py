@@ -1,0 +1,79 @@
+"""Generate the default physics examples from the embedded trajectories and verify every code block.
+
+Encodes the embedded Well datasets first when no features file is given (into a temp dir), runs the
+generate stage with its defaults, then checks every line of code.jsonl with the circuit verifier
+(2 workers). Prints generation time, verification time, total, cost per check, pass rate, outcomes
+and the share of distinct code blocks and circuit structures.
+
+    python bench/generate_and_verify.py [--features /tmp/qm/encode/features.jsonl] [--examples 5000] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--features", type=Path, help="features.jsonl from the encode stage (default: encode the embedded datasets)")
+    parser.add_argument("--examples", type=int, default=None, help="records to generate (default: GenerateConfig's)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    from tasks.circuit_families import code_fingerprint
+    from tasks.generate_physics_examples import GenerateConfig, generate
+    from tasks.records import read_jsonl
+    from tasks.verify_circuits import CircuitVerifier, VerifyConfig, read_items, summarize
+
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory(prefix="labtune-bench-") as tmp:
+        features = args.features
+        if features is None:
+            from tasks.encode_trajectories import EncodeConfig, encode
+
+            t = time.perf_counter()
+            features = encode(EncodeConfig(), None, Path(tmp) / "encode") / "features.jsonl"
+            print(f"encoded the embedded datasets in {time.perf_counter() - t:.1f} s")
+        cfg = GenerateConfig(seed=args.seed, **({"examples": args.examples} if args.examples else {}))
+        t0 = time.perf_counter()
+        out = generate(cfg, features, Path(tmp) / "generate")
+        t1 = time.perf_counter()
+        items = read_items(out / "code.jsonl")
+        records = read_jsonl(out / "physics_augmented.jsonl") + read_jsonl(out / "physics_reasoning.jsonl")
+        codes = {it.id: it.code for it in items}
+        with CircuitVerifier(VerifyConfig(workers=args.workers)) as verifier:
+            t2 = time.perf_counter()
+            rows = verifier.verify(items, progress=sys.stderr.isatty())
+            t3 = time.perf_counter()
+    counts, metrics = summarize(rows)
+    passed = {r["id"] for r in rows if r["passed"]}
+    fps = [code_fingerprint(codes[r["metadata"]["code_id"]]) for r in records]
+    checks = t3 - t2
+    print(f"records: {len(records)}  code blocks: {len(items)}  distinct code (comments ignored): "
+          f"{len(set(fps))} ({len(set(fps)) / len(fps):.1%})  distinct circuit structures: {metrics['distinct_structures']} "
+          f"({metrics['distinct_structures'] / len(items):.1%})")
+    print(f"generation: {t1 - t0:.2f} s   verifier start-up: {t2 - t1:.1f} s   verification: {checks:.1f} s   "
+          f"total: {t3 - t0:.1f} s")
+    print(f"per check: {1000 * checks / len(items):.1f} ms wall, {1000 * checks * args.workers / len(items):.1f} ms per worker; "
+          f"mean sandbox time per item {metrics['mean_check_ms']:.1f} ms; barren-plateau jobs: {len(verifier.bp_cache)}")
+    print(f"pass rate: {metrics['pass_rate']:.2%} of code blocks, {sum(r['metadata']['code_id'] in passed for r in records) / len(records):.2%} "
+          f"of records   outcomes: {dict(Counter(r['outcome'] for r in rows))}")
+    by_family = Counter((r["family"], r["passed"]) for r in rows)
+    print("per family (passed/total): " + ", ".join(f"{fam} {by_family[(fam, True)]}/{by_family[(fam, True)] + by_family[(fam, False)]}"
+                                                   for fam in sorted({r['family'] for r in rows})))
+    print(f"bp status: { {k: v for k, v in metrics.items() if k.startswith('bp_')} }")
+    failed = [r for r in rows if not r["passed"]][:5]
+    for r in failed:
+        print(f"  FAILED {r['id']} ({r['family']}): {r['outcome']}: {r['reason']}")
+
+
+if __name__ == "__main__":
+    main()
