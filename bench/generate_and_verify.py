@@ -2,7 +2,8 @@
 
 Encodes the embedded Well datasets first when no features file is given (into a temp dir), runs the
 generate stage with its defaults, then checks every line of code.jsonl with the circuit verifier
-(2 workers). Prints generation time, verification time, total, cost per check, pass rate, outcomes
+(2 workers). Prints generation time, verification time (split into the claim checks and the
+barren-plateau jobs, one per distinct circuit structure), total, cost per check, pass rate, outcomes
 and the share of distinct code blocks and circuit structures.
 
     python bench/generate_and_verify.py [--features /tmp/qm/encode/features.jsonl] [--examples 5000] [--workers 2]
@@ -27,11 +28,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--examples", type=int, default=None, help="records to generate (default: GenerateConfig's)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bp-samples", type=int, default=None, help="VerifyConfig.bp_samples (default: its default)")
     args = parser.parse_args(argv)
     from tasks.circuit_families import code_fingerprint
     from tasks.generate_physics_examples import GenerateConfig, generate
     from tasks.records import read_jsonl
-    from tasks.verify_circuits import CircuitVerifier, VerifyConfig, read_items, summarize
+    from tasks.verify_circuits import (
+        CircuitVerifier,
+        VerifyConfig,
+        read_items,
+        summarize,
+    )
 
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(prefix="labtune-bench-") as tmp:
@@ -49,30 +56,52 @@ def main(argv: list[str] | None = None) -> None:
         items = read_items(out / "code.jsonl")
         records = read_jsonl(out / "physics_augmented.jsonl") + read_jsonl(out / "physics_reasoning.jsonl")
         codes = {it.id: it.code for it in items}
-        with CircuitVerifier(VerifyConfig(workers=args.workers)) as verifier:
+        vcfg = VerifyConfig(workers=args.workers, **({"bp_samples": args.bp_samples} if args.bp_samples else {}))
+        with CircuitVerifier(vcfg) as verifier:
+            bp_seconds = _time_barren_plateaus(verifier)
             t2 = time.perf_counter()
             rows = verifier.verify(items, progress=sys.stderr.isatty())
             t3 = time.perf_counter()
-    counts, metrics = summarize(rows)
+    _, metrics = summarize(rows)
     passed = {r["id"] for r in rows if r["passed"]}
     fps = [code_fingerprint(codes[r["metadata"]["code_id"]]) for r in records]
     checks = t3 - t2
     print(f"records: {len(records)}  code blocks: {len(items)}  distinct code (comments ignored): "
           f"{len(set(fps))} ({len(set(fps)) / len(fps):.1%})  distinct circuit structures: {metrics['distinct_structures']} "
           f"({metrics['distinct_structures'] / len(items):.1%})")
-    print(f"generation: {t1 - t0:.2f} s   verifier start-up: {t2 - t1:.1f} s   verification: {checks:.1f} s   "
-          f"total: {t3 - t0:.1f} s")
-    print(f"per check: {1000 * checks / len(items):.1f} ms wall, {1000 * checks * args.workers / len(items):.1f} ms per worker; "
-          f"mean sandbox time per item {metrics['mean_check_ms']:.1f} ms; barren-plateau jobs: {len(verifier.bp_cache)}")
+    print(f"generation: {t1 - t0:.2f} s   verifier start-up: {t2 - t1:.1f} s   verification: {checks:.1f} s "
+          f"(claim checks {checks - bp_seconds[0]:.1f} s, barren-plateau jobs {bp_seconds[0]:.1f} s)   total: {t3 - t0:.1f} s")
+    claim_s = checks - bp_seconds[0]
+    print(f"per item: {1000 * checks / len(items):.1f} ms wall in all; claim check {1000 * claim_s / len(items):.1f} ms wall "
+          f"({1000 * claim_s * args.workers / len(items):.1f} ms per worker, mean sandbox time {metrics['mean_check_ms']:.1f} ms); "
+          f"barren-plateau job {1000 * bp_seconds[0] * args.workers / max(1, len(verifier.bp_cache)):.0f} ms per worker "
+          f"x {len(verifier.bp_cache)} structures")
     print(f"pass rate: {metrics['pass_rate']:.2%} of code blocks, {sum(r['metadata']['code_id'] in passed for r in records) / len(records):.2%} "
           f"of records   outcomes: {dict(Counter(r['outcome'] for r in rows))}")
     by_family = Counter((r["family"], r["passed"]) for r in rows)
     print("per family (passed/total): " + ", ".join(f"{fam} {by_family[(fam, True)]}/{by_family[(fam, True)] + by_family[(fam, False)]}"
                                                    for fam in sorted({r['family'] for r in rows})))
     print(f"bp status: { {k: v for k, v in metrics.items() if k.startswith('bp_')} }")
+    unknown = Counter(f"{r['family']}: {r['bp_reason'][:90]}" for r in rows if r["bp_status"] == "unknown")
+    if unknown:
+        print(f"bp unknown: {dict(unknown.most_common(4))}")
     failed = [r for r in rows if not r["passed"]][:5]
     for r in failed:
         print(f"  FAILED {r['id']} ({r['family']}): {r['outcome']}: {r['reason']}")
+
+
+def _time_barren_plateaus(verifier) -> list[float]:
+    """Wrap the verifier's barren-plateau phase to time it apart from the claim checks (bench-only instrumentation)."""
+    spent = [0.0]
+    inner = verifier._barren_plateaus
+
+    def timed(todo, progress):
+        t = time.perf_counter()
+        inner(todo, progress)
+        spent[0] += time.perf_counter() - t
+
+    verifier._barren_plateaus = timed
+    return spent
 
 
 if __name__ == "__main__":

@@ -49,13 +49,20 @@ from tasks import circuit_families as cf
 from tasks.encode_trajectories import PhysicsFeatures
 from tasks.records import ChatRecord, RecordError, read_jsonl, write_jsonl
 from tasks.reporting import StageProgress, counts_table, publish_table
-from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
+from tasks.stage import (
+    cached,
+    module_source,
+    prefect_cache_key,
+    stage_key,
+    stage_output,
+)
 from tasks.stage_cli import config_from_args, stage_parser
 
 STAGE = "generate"
 SEED_TYPES = ("physics_to_circuit", "simulation_to_insight", "conservation_to_constraint")
 REASONING = "physics_reasoning"
 LINEAR = ("mass", "momentum_x", "momentum_y")
+SYMMETRY_NAME = {"u1": "U(1)", "z2": "Z2"}
 Family = Literal["u1_givens", "u1_exchange", "z2_parity", "hardware_efficient", "qaoa"]
 
 
@@ -99,7 +106,7 @@ class Design:
 
 
 def drift(x: float) -> str:
-    return f"{x:.1e}" if x < 1e-3 else f"{x:.3g}"
+    return "0" if x == 0 else f"{x:.1e}" if x < 1e-3 else f"{x:.3g}"
 
 
 def num(x: float) -> str:
@@ -223,8 +230,9 @@ def _reference(sym: str, n: int, shape, rng: random.Random) -> tuple[int, ...]:
 
 def describe_features(f: PhysicsFeatures, focus: str, rng: random.Random) -> str:
     """The ``input`` of an example: the measurements, as prose, bullets or key: value lines."""
-    items = [("system", f"{f.dataset}, trajectory {f.trajectory} of {Path(f.file).name} ({f.n_spatial_dims}-D; fields "
-                        f"{', '.join(f.fields)}; time-invariant medium: {', '.join(f.constant_fields) or 'none'})")]
+    system = (f"{f.dataset}, trajectory {f.trajectory} of {Path(f.file).name} ({f.n_spatial_dims}-D; fields "
+              f"{', '.join(f.fields)}; time-invariant medium: {', '.join(f.constant_fields) or 'none'})")
+    items = [("system", system)]
     items.append(("boundaries", ", ".join(f"{ax} {bc}" for ax, bc in f.boundary_conditions.items())))
     cons = "; ".join(f"{q} ({c.form}): drift {drift(c.drift)} → {'conserved' if c.conserved else 'not conserved'}"
                      for q, c in f.conserved.items())
@@ -256,12 +264,12 @@ def symmetry_reason(f: PhysicsFeatures, spec: cf.CircuitSpec, fams: list[str], r
     c = f.conserved
     if spec.family in ("u1_givens", "u1_exchange"):
         q = conserved_linear(f)[0]
-        text = (f"{q.replace('_', ' ').capitalize()} ({c[q].form}) drifts by only {drift(c[q].drift)} over the run, so it is "
-                f"conserved. " + rng.choice([
-                    "A conserved integral maps to a conserved excitation number N = Σ(1−Z_i)/2 on the qubits: every gate "
-                    "must commute with N (U(1) symmetry).",
-                    "On qubits the analogue of a conserved charge is the excitation number N = Σ(1−Z_i)/2, so the ansatz "
-                    "must be U(1)-symmetric: [U(θ), N] = 0 for every θ."]))
+        moves = f"drifts by only {drift(c[q].drift)}" if c[q].drift else "does not drift at all (drift 0)"
+        text = (f"{q.replace('_', ' ').capitalize()} ({c[q].form}) {moves} over the run, so it is conserved. " + rng.choice([
+                    ("A conserved integral maps to a conserved excitation number N = Σ(1−Z_i)/2 on the qubits: every gate "
+                     "must commute with N (U(1) symmetry)."),
+                    ("On qubits the analogue of a conserved charge is the excitation number N = Σ(1−Z_i)/2, so the ansatz "
+                     "must be U(1)-symmetric: [U(θ), N] = 0 for every θ.")]))
         if spec.family == "u1_givens":
             text += (" XX+YY (Givens) rotations move an excitation between neighbouring qubits without creating or "
                      "destroying one" + {"hop": ".", "hop_field": "; RZ on each site is diagonal, so it keeps N too.",
@@ -284,7 +292,7 @@ def symmetry_reason(f: PhysicsFeatures, spec: cf.CircuitSpec, fams: list[str], r
                 "With independent RXX/RYY angles the number N is not conserved, only its parity.")
     symmetric = [x for x in fams if x not in cf.BASELINES]
     drifts = ", ".join(f"{q} drifts by {drift(v.drift)}" for q, v in c.items())
-    lead = (f"This is the unconstrained baseline: the trajectory would allow a {cf.SYMMETRY[symmetric[0]].upper()} "
+    lead = (f"This is the unconstrained baseline: the trajectory would allow a {SYMMETRY_NAME[cf.SYMMETRY[symmetric[0]]]}-symmetric "
             f"circuit ({drifts}), and a symmetric ansatz is best judged against one without symmetry. " if symmetric else
             f"Nothing measured is conserved ({drifts}), so there is no symmetry to build in. ")
     if spec.family == "hardware_efficient":
@@ -310,16 +318,16 @@ def lattice_reason(f: PhysicsFeatures, spec: cf.CircuitSpec) -> str:
     return f"{cut}x ends at {bcx} boundaries, so the chain of {n} qubits stays open (no bond between qubit {n - 1} and 0)."
 
 
-def sharing_reason(f: PhysicsFeatures, spec: cf.CircuitSpec) -> str:
+def sharing_reason(f: PhysicsFeatures, spec: cf.CircuitSpec, threshold: float) -> str:
     total = cf.parameter_count(spec)
     if spec.family == "qaoa":
         return f"Two angles per layer (one cost, one mixer angle): {total} parameters."
     axes = ("x", "y")[:len(spec.shape)]
     conf = " and ".join(f"{f.symmetries.get(f'translation_{ax}', 0):.2f} along {ax}" for ax in axes)
     if spec.family == "hardware_efficient":
-        ignored = (f"The baseline ignores the measured translation symmetry (confidence {conf}): "
-                   if spec.periodic and all(spec.periodic) and f.symmetries.get("translation_x", 0) >= 0.5 else "")
-        return f"{ignored}{'e' if ignored else 'E'}very rotation has its own angle: {total} parameters."
+        ignored = (f"The baseline ignores the measured translation symmetry (confidence {conf}); "
+                   if translation_symmetric(f, axes, threshold) else "")
+        return f"{ignored}{'e' if ignored else 'E'}very rotation has its own angle, {total} parameters in all."
     free = cf.parameter_count(replace(spec, sharing="none"))
     if spec.sharing == "translation":
         return (f"Translation symmetry has confidence {conf}, so each layer uses one angle per gate type"
@@ -335,15 +343,15 @@ def sharing_reason(f: PhysicsFeatures, spec: cf.CircuitSpec) -> str:
 def depth_reason(f: PhysicsFeatures, d: Design) -> str:
     spec, s = d.spec, f.scales
     reach = math.ceil(d.xi_sites / 2)
-    text = (f"The correlation length {num(s['correlation_length'])} of a {num(s['domain_length'])} domain spans "
+    text = (f"The correlation length {num(s['correlation_length'])} (domain length {num(s['domain_length'])}) spans "
             f"{d.xi_sites:.1f} of the {d.sites_x} sites along x; a brick-wall layer spreads correlations by up to two sites, "
             f"so about {reach} layer{'s' * (reach != 1)} reach{'es' * (reach == 1)} it")
-    if d.xi_sites < 1:
-        text += " (each qubit covers more than one correlation length, so neighbouring sites are only weakly correlated)"
     extra = d.suggested_layers - min(reach, d.suggested_layers)
     if extra:
         text += f", plus {extra} for the {f.dynamics.label} dynamics"
     text += f" (suggested: {d.suggested_layers}). "
+    if d.xi_sites < 1:
+        text += "Each qubit covers more than one correlation length, so neighbouring sites are only weakly correlated. "
     if spec.layers == d.suggested_layers:
         text += f"The ansatz uses {spec.layers} layer{'s' * (spec.layers != 1)}."
     elif spec.layers > d.suggested_layers:
@@ -429,12 +437,13 @@ INSTRUCTIONS = {
 }
 
 
-def example_text(kind: str, f: PhysicsFeatures, d: Design, fams: list[str], rng: random.Random) -> tuple[str, str, str]:
+def example_text(kind: str, f: PhysicsFeatures, d: Design, fams: list[str], cfg: GenerateConfig,
+                 rng: random.Random) -> tuple[str, str, str]:
     """(instruction, input, output) of one example; the output ends in the code block."""
     spec = d.spec
     instruction = rng.choice(INSTRUCTIONS[kind]).format(n=spec.n_qubits)
     focus = {"simulation_to_insight": "behaviour", "conservation_to_constraint": "conservation"}.get(kind, "full")
-    sym, lat, share = symmetry_reason(f, spec, fams, rng), lattice_reason(f, spec), sharing_reason(f, spec)
+    sym, lat, share = symmetry_reason(f, spec, fams, rng), lattice_reason(f, spec), sharing_reason(f, spec, cfg.symmetry_confidence)
     depth, ref = depth_reason(f, d), reference_reason(spec)
     if kind == "physics_to_circuit":
         parts = [sym, lat, share, depth, ref]
@@ -497,8 +506,8 @@ def generate(cfg: GenerateConfig, inputs: Path, out_dir: Path) -> Path:
             fingerprints.append(fp)
             cid = cf.code_id(code, claims)
             code_rows.setdefault(cid, {"id": cid, "code": code, "claims": claims})
-            instruction, inp, output = example_text(kind, f, d, fams, rng)
-            meta = {"id": f"gen-{cfg.seed}-{i:06d}", "code_id": cid, "dataset": f.dataset, "file": Path(f.file).name,
+            instruction, inp, output = example_text(kind, f, d, fams, cfg, rng)
+            meta = {"id": f"gen-{cfg.seed}-{i:06d}", "code_id": cid, "dataset": f.dataset, "file": f.file,
                     "trajectory": f.trajectory, **{k: v for k, v in claims.items() if k != "n_qubits"},
                     "n_qubits": claims["n_qubits"], "suggested_layers": d.suggested_layers}
             rows.append({"type": kind, "instruction": instruction, "input": inp, "output": output, "metadata": meta})
