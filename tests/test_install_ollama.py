@@ -33,6 +33,7 @@ class FakeOllama:
         self.blobs: dict[str, int] = {}
         self.models: dict[str, dict] = {}
         self.script: dict[tuple[str, str], list[int]] = {}
+        self.chat_replies: list[str] = []  # answers of /api/chat, in order
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -94,6 +95,11 @@ class FakeOllama:
                         return self._reply(404, {"error": f"model '{req['model']}' not found"})
                     return self._reply(200, {"model": req["model"], "created_at": "2025-01-01T00:00:00Z",
                                              "response": "I help with lab experiments.", "done": True})
+                if route == ("POST", "/api/chat"):
+                    req = json.loads(body)
+                    content = fake.chat_replies.pop(0) if fake.chat_replies else "No more scripted replies."
+                    return self._reply(200, {"model": req["model"], "created_at": "2025-01-01T00:00:00Z",
+                                             "message": {"role": "assistant", "content": content}, "done": True})
                 return self._reply(404, {"error": f"no route {route}"})
 
             do_GET = do_POST = do_HEAD = _handle
