@@ -9,35 +9,28 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from prefect import flow
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from flows.config import add_common_args, load_config
+from flows.config import ProjectConfig, add_common_args, load_config
 from adapters.lab_client import LabUnreachableError
 from flows.runner import StageTimer, flow_params, run_flow_cli
 from tasks.describe_experiments import DescribeConfig, describe_experiments
-from tasks.export_gguf import ExportConfig, export_gguf
+from tasks.export_gguf import export_gguf
 from tasks.harvest_experiments import HarvestConfig, harvest_experiments
 from tasks.install_ollama import InstallConfig, install_ollama
-from tasks.mix_datasets import MixConfig, mix_datasets
-from tasks.train_sft import SFTStageConfig, train_sft
+from tasks.mix_datasets import mix_datasets
+from tasks.train_sft import train_sft
 
 PROJECT = "ben-lab"
 
 
-class BenLabConfig(BaseModel):
+class BenLabConfig(ProjectConfig):
     """configs/ben_lab.yaml"""
 
-    model_config = ConfigDict(extra="forbid")
-    profile: str = Field("local", description="Profile the config was loaded with")
-    data_dir: Path = Field(Path("data"), description="Root of all outputs; this project writes to <data_dir>/ben_lab")
     harvest: HarvestConfig = Field(default_factory=HarvestConfig, description="Lab and experiment plan")
     describe: DescribeConfig = Field(default_factory=DescribeConfig, description="Experiments → instruction records")
-    mix: MixConfig = Field(default_factory=MixConfig, description="Mix and validation split")
-    sft: SFTStageConfig = Field(default_factory=SFTStageConfig, description="Fine-tuning")
-    export: ExportConfig = Field(default_factory=ExportConfig, description="GGUF export and llama.cpp parity check")
     install: InstallConfig = Field(default_factory=lambda: InstallConfig(model_name="ben-lab"), description="Ollama install")
 
 
@@ -49,9 +42,7 @@ def ben_lab(config: str | None = None, profile: str = "local", data_dir: str | N
     if data_dir:
         extra["data_dir"] = data_dir
     cfg = load_config(BenLabConfig, PROJECT, config=config, profile=profile, overrides=overrides, extra=extra)
-    root = cfg.data_dir.resolve() / "ben_lab"
-    if cfg.sft.model_cache_dir is None:
-        cfg.sft.model_cache_dir = root.parent / "cache" / "models"
+    root = cfg.project_root(PROJECT)
     run = StageTimer()
     harvested = run("harvest", harvest_experiments, cfg.harvest, None, root / "harvest")
     described = run("describe", describe_experiments, cfg.describe, harvested, root / "describe")

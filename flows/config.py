@@ -13,15 +13,36 @@ from pathlib import Path
 from typing import TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tasks.export_gguf import ExportConfig
+from tasks.mix_datasets import MixConfig
 from tasks.stage_cli import deep_merge, parse_override
+from tasks.train_sft import SFTStageConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "configs"
 PROFILES = ("local", "gpu")
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class ProjectConfig(BaseModel):
+    """What every project config has: where outputs go, and the shared mix → SFT → export stages."""
+
+    model_config = ConfigDict(extra="forbid")
+    profile: str = Field("local", description="Profile the config was loaded with")
+    data_dir: Path = Field(Path("data"), description="Root of all outputs; a project writes to <data_dir>/<project>")
+    mix: MixConfig = Field(default_factory=MixConfig, description="Source shares and validation split")
+    sft: SFTStageConfig = Field(default_factory=SFTStageConfig, description="Fine-tuning")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="GGUF export and llama.cpp parity check")
+
+    def project_root(self, project: str) -> Path:
+        """``<data_dir>/<project>``, and the embedded-model cache next to it unless configured."""
+        root = self.data_dir.resolve() / project.replace("-", "_")
+        if self.sft.model_cache_dir is None:
+            self.sft.model_cache_dir = root.parent / "cache" / "models"
+        return root
 
 
 class ConfigError(ValueError):

@@ -9,42 +9,35 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from prefect import flow
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from flows.config import add_common_args, load_config
+from flows.config import ProjectConfig, add_common_args, load_config
 from flows.runner import StageTimer, flow_params, run_flow_cli
 from tasks.reporting import say
 from tasks.encode_trajectories import EncodeConfig, encode_trajectories
-from tasks.export_gguf import ExportConfig, export_gguf
+from tasks.export_gguf import export_gguf
 from tasks.generate_physics_examples import GenerateConfig, generate_physics_examples
 from tasks.install_ollama import InstallConfig, install_ollama
 from tasks.load_instruct import InstructConfig, load_quantum_instruct
-from tasks.mix_datasets import MixConfig, available_sources, mix_datasets
+from tasks.mix_datasets import available_sources, mix_datasets
 from tasks.select_verified import SelectConfig, select_verified
-from tasks.train_sft import SFTStageConfig, train_sft
+from tasks.train_sft import train_sft
 from tasks.verify_circuits import VerifyConfig, verify_circuits
 
 PROJECT = "quantum-mind"
 
 
-class QuantumMindConfig(BaseModel):
+class QuantumMindConfig(ProjectConfig):
     """configs/quantum_mind.yaml"""
 
-    model_config = ConfigDict(extra="forbid")
-    profile: str = Field("local", description="Profile the config was loaded with")
-    data_dir: Path = Field(Path("data"), description="Root of all outputs; this project writes to <data_dir>/quantum_mind")
     run_name: str = Field("quantum-mind-v2", description="SFT run dir name under models/checkpoints/")
     encode: EncodeConfig = Field(default_factory=EncodeConfig, description="The Well trajectories → physics features")
     generate: GenerateConfig = Field(default_factory=GenerateConfig, description="Features → circuit examples")
     verify: VerifyConfig = Field(default_factory=VerifyConfig, description="Sandboxed circuit checks")
     select: SelectConfig = Field(default_factory=SelectConfig, description="Which verified examples to keep")
     instruct: InstructConfig = Field(default_factory=InstructConfig, description="QuantumLLMInstruct source")
-    mix: MixConfig = Field(default_factory=MixConfig, description="Source shares and validation split")
-    sft: SFTStageConfig = Field(default_factory=SFTStageConfig, description="Fine-tuning")
-    export: ExportConfig = Field(default_factory=ExportConfig, description="GGUF export and parity check")
     install: InstallConfig = Field(default_factory=lambda: InstallConfig(model_name="quantum-mind-v2"), description="Ollama install")
 
 
@@ -54,9 +47,7 @@ def quantum_mind(config: str | None = None, profile: str = "local", data_dir: st
     """Run every quantum-mind stage; unchanged stages are cache hits."""
     cfg = load_config(QuantumMindConfig, PROJECT, config=config, profile=profile, overrides=overrides,
                       extra={"data_dir": data_dir} if data_dir else None)
-    root = cfg.data_dir.resolve() / "quantum_mind"
-    if cfg.sft.model_cache_dir is None:
-        cfg.sft.model_cache_dir = root.parent / "cache" / "models"
+    root = cfg.project_root(PROJECT)
     run = StageTimer()
     encoded = run("encode", encode_trajectories, cfg.encode, None, root / "encode")
     generated = run("generate", generate_physics_examples, cfg.generate, encoded, root / "generate")
