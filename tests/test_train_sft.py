@@ -65,7 +65,7 @@ def test_loss_is_on_the_assistant_answer_only(tiny_model, mix_dir, tmp_path):
 def test_killed_run_resumes_from_its_checkpoint(tmp_path, tiny_model, mix_dir):
     out = tmp_path / "sft"
     cmd = [sys.executable, "-m", "tasks.train_sft", "--mix", str(mix_dir), "--out", str(out), "--base-model", str(tiny_model),
-           "--set", "trainer.max_steps=400", "--set", "trainer.save_steps=4", "--set", "trainer.per_device_train_batch_size=1",
+           "--set", "trainer.max_steps=120", "--set", "trainer.save_steps=8", "--set", "trainer.per_device_train_batch_size=1",
            "--set", "trainer.disable_tqdm=true", "--set", "trainer.learning_rate=1e-3"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
@@ -82,7 +82,7 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path, tiny_model, mix_dir):
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((out / "manifest.json").read_text())["metrics"]
     assert metrics["resumed_from_step"] >= 8
-    assert metrics["global_steps"] == 400
+    assert metrics["global_steps"] == 120
     assert "resuming from" in done.stdout
 
 
