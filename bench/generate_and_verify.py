@@ -3,10 +3,10 @@
 Encodes the embedded Well datasets first when no features file is given (into a temp dir), runs the
 generate stage with its defaults, then checks every line of code.jsonl with the circuit verifier
 (2 workers). Prints generation time, verification time (split into the claim checks and the
-barren-plateau jobs, one per distinct circuit structure), total, cost per check, pass rate, outcomes
-and the share of distinct code blocks and circuit structures.
+barren-plateau estimates, one per distinct circuit structure, bp_batch per sandbox job), total, cost
+per check, pass rate, outcomes and the share of distinct code blocks and circuit structures.
 
-    python bench/generate_and_verify.py [--features /tmp/qm/encode/features.jsonl] [--examples 5000] [--workers 2]
+    python bench/generate_and_verify.py [--features /tmp/qm/encode/features.jsonl] [--n 5000] [--workers 2]
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--features", type=Path, help="features.jsonl from the encode stage (default: encode the embedded datasets)")
-    parser.add_argument("--examples", type=int, default=None, help="records to generate (default: GenerateConfig's)")
+    parser.add_argument("--n", "--examples", dest="examples", type=int, default=None,
+                        help="records to generate (default: GenerateConfig's, 5000)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bp-samples", type=int, default=None, help="VerifyConfig.bp_samples (default: its default)")
+    parser.add_argument("--bp-params", type=int, default=None, help="VerifyConfig.bp_params (default: its default)")
     args = parser.parse_args(argv)
     from tasks.circuit_families import code_fingerprint
     from tasks.generate_physics_examples import GenerateConfig, generate
@@ -56,7 +58,8 @@ def main(argv: list[str] | None = None) -> None:
         items = read_items(out / "code.jsonl")
         records = read_jsonl(out / "physics_augmented.jsonl") + read_jsonl(out / "physics_reasoning.jsonl")
         codes = {it.id: it.code for it in items}
-        vcfg = VerifyConfig(workers=args.workers, **({"bp_samples": args.bp_samples} if args.bp_samples else {}))
+        overrides = {k: v for k, v in {"bp_samples": args.bp_samples, "bp_params": args.bp_params}.items() if v}
+        vcfg = VerifyConfig(workers=args.workers, **overrides)
         with CircuitVerifier(vcfg) as verifier:
             bp_seconds = _time_barren_plateaus(verifier)
             t2 = time.perf_counter()
@@ -74,8 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     claim_s = checks - bp_seconds[0]
     print(f"per item: {1000 * checks / len(items):.1f} ms wall in all; claim check {1000 * claim_s / len(items):.1f} ms wall "
           f"({1000 * claim_s * args.workers / len(items):.1f} ms per worker, mean sandbox time {metrics['mean_check_ms']:.1f} ms); "
-          f"barren-plateau job {1000 * bp_seconds[0] * args.workers / max(1, len(verifier.bp_cache)):.0f} ms per worker "
-          f"x {len(verifier.bp_cache)} structures")
+          f"barren-plateau estimate {1000 * bp_seconds[0] * args.workers / max(1, len(verifier.bp_cache)):.1f} ms per worker "
+          f"x {len(verifier.bp_cache)} structures (bp_samples={vcfg.bp_samples}, bp_params={vcfg.bp_params}, "
+          f"bp_batch={vcfg.bp_batch})")
     print(f"pass rate: {metrics['pass_rate']:.2%} of code blocks, {sum(r['metadata']['code_id'] in passed for r in records) / len(records):.2%} "
           f"of records   outcomes: {dict(Counter(r['outcome'] for r in rows))}")
     by_family = Counter((r["family"], r["passed"]) for r in rows)

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"worker start-up: {t1 - t0:.1f} s   verification: {checks:.1f} s   ({args.n / checks:.1f} items/s, "
           f"{1000 * checks / args.n:.1f} ms per item wall, {1000 * checks * args.workers / args.n:.1f} ms per item per worker)")
     print(f"mean sandbox time per item (run + checks): {metrics['mean_check_ms']:.1f} ms; "
-          f"barren-plateau jobs: {len(verifier.bp_cache)}")
+          f"barren-plateau structures: {len(verifier.bp_cache)}")
     print(f"pass rate: {metrics['pass_rate']:.1%}   outcomes: {dict(Counter(r['outcome'] for r in rows))}")
     print(f"bp status: { {k: v for k, v in metrics.items() if k.startswith('bp_')} }")
     wrong = [(r["id"], x["flaw"], r["outcome"]) for r, x in zip(rows, raw) if (x["flaw"] == "none") != r["passed"]]

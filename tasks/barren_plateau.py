@@ -55,11 +55,11 @@ def barren_plateau(args: dict) -> dict:
     if not circuit.num_parameters:
         return {"bp_status": "unknown", "grad_variance": None, "reason": "no parameters"}
     cost = [0, 1] if args.get("bp_cost", "z0z1") == "z0z1" and circuit.num_qubits > 1 else [0]
-    gates, width, cost = _light_cone(transpile(circuit, basis_gates=BASIS, optimization_level=0), cost)
+    gates, width, cost = light_cone(transpile(circuit, basis_gates=BASIS, optimization_level=0), cost)
     ordered: dict = {}  # parameter -> None, in circuit order
     for op, _ in gates:
         params = [q for p in op.params for q in sorted(getattr(p, "parameters", ()), key=lambda q: q.name)]
-        if params and op.name not in ROTATIONS | PHASES:
+        if params and (op.name not in ROTATIONS | PHASES or type(op) is not _standard(op.name)):
             return {"bp_status": "unknown", "grad_variance": None, "reason": f"cannot differentiate {op.name}"}
         ordered.update(dict.fromkeys(params))
     ordered = list(ordered)
@@ -78,7 +78,7 @@ def barren_plateau(args: dict) -> dict:
     return out
 
 
-def _light_cone(circuit, qubits: list[int]) -> tuple[list, int, list[int]]:
+def light_cone(circuit, qubits: list[int]) -> tuple[list, int, list[int]]:
     """(gates [(op, qubits)], width, cost qubits) of the gates that can influence a cost on ``qubits``,
     on the qubits they touch, renumbered from 0 (qubits outside stay |0⟩ and do not matter)."""
     cone, keep = set(qubits), []
@@ -106,7 +106,7 @@ def gradients(gates: list, width: int, cost: list[int], ordered: list, chosen: l
             if not np.array_equal(mat, np.eye(len(mat))):
                 ops.append((mat, qubits, None, None))
             continue
-        gate = _standard(op)
+        gate = _standard(op.name)
         angles, chain = _angles(expr, column, which, thetas)
         ops.append((_rotation(op.name, angles, gate), qubits, _derivative(op.name, gate), chain))
     psi = np.zeros((samples, 1 << width), complex)
@@ -117,16 +117,18 @@ def gradients(gates: list, width: int, cost: list[int], ordered: list, chosen: l
     lam = psi * (1 - 2 * (sum((index >> q) & 1 for q in cost) & 1))  # O ψ_N for O = Π_{q in cost} Z_q
     grads = np.zeros((samples, len(chosen)))
     first = min((j for j, o in enumerate(ops) if o[3]), default=len(ops))
+    both = np.concatenate([psi, lam])  # ψ_j and λ_j go back together: rows :samples and samples:
     for j in range(len(ops) - 1, first - 1, -1):
         mat, qubits, deriv, chain = ops[j]
         if chain:
-            dpsi = _apply(psi, _terms(deriv, samples, len(qubits)), qubits)
-            g = 2 * np.einsum("si,si->s", lam.conj(), dpsi).real
+            dpsi = _apply(both[:samples], _terms(deriv, samples, len(qubits)), qubits)
+            g = 2 * np.einsum("si,si->s", both[samples:].conj(), dpsi).real
             for i, coeff in chain.items():
                 grads[:, i] += coeff * g
         if j > first:
-            inverse = _terms(mat.conj().swapaxes(-1, -2), samples, len(qubits))
-            psi, lam = _apply(psi, inverse, qubits), _apply(lam, inverse, qubits)
+            inverse = mat.conj().swapaxes(-1, -2)
+            both = _apply(both, _terms(np.concatenate([inverse, inverse]) if inverse.ndim == 3 else inverse,
+                                       2 * samples, len(qubits)), qubits)
     return grads
 
 
@@ -148,14 +150,12 @@ def _angles(expr, column: dict, which: dict, thetas: np.ndarray) -> tuple[np.nda
             {which[p]: np.array([slope(p, b) for b in binds]) for p in params if p in which})
 
 
-def _standard(op):
-    """The standard gate class of a parameterised basis gate (a custom gate that took a standard name is refused)."""
+@functools.lru_cache(maxsize=None)
+def _standard(name: str) -> type:
+    """Qiskit's class of a standard gate (a custom gate that took a standard name is not differentiated)."""
     from qiskit.circuit.library import get_standard_gate_name_mapping
 
-    gate = type(get_standard_gate_name_mapping()[op.name])
-    if type(op) is not gate:
-        raise ValueError(f"cannot differentiate {op.name!r}: not the standard {gate.__name__}")
-    return gate
+    return type(get_standard_gate_name_mapping()[name])
 
 
 @functools.lru_cache(maxsize=None)
@@ -182,7 +182,7 @@ _FIXED: dict = {}
 
 
 def _fixed_matrix(op) -> np.ndarray:
-    key = (type(op), op.name, tuple(op.params))
+    key = (type(op), op.name, repr(op.params))
     if key not in _FIXED:
         _FIXED[key] = np.asarray(op.to_matrix(), complex)
     return _FIXED[key]
@@ -191,15 +191,9 @@ def _fixed_matrix(op) -> np.ndarray:
 def _terms(mat: np.ndarray, samples: int, k: int) -> list[list]:
     """Per output index of a gate matrix, its nonzero inputs [(input index, coefficient or None for 1)]."""
     per_sample, shape = mat.ndim == 3, (samples,) + (1,) * (k + 1)
-    rows = []
-    for i in range(mat.shape[-1]):
-        row = []
-        for j in range(mat.shape[-1]):
-            m = mat[:, i, j] if per_sample else mat[i, j]
-            if np.any(m):
-                row.append((j, None if np.all(m == 1) else m.reshape(shape) if per_sample else m))
-        rows.append(row)
-    return rows
+    nonzero, ones = (mat != 0).any(0) if per_sample else mat != 0, (mat == 1).all(0) if per_sample else mat == 1
+    return [[(j, None if ones[i, j] else mat[:, i, j].reshape(shape) if per_sample else mat[i, j])
+             for j in np.flatnonzero(nonzero[i])] for i in range(mat.shape[-1])]
 
 
 def _apply(psi: np.ndarray, terms: list[list], qubits: list[int]) -> np.ndarray:
@@ -223,11 +217,14 @@ def _apply(psi: np.ndarray, terms: list[list], qubits: list[int]) -> np.ndarray:
         if not row:
             target[...] = 0
         for n, (j, m) in enumerate(row):
-            term = src[slots[j]] if m is None else m * src[slots[j]]
-            if n == 0:
-                target[...] = term
+            if n and m is None:
+                target += src[slots[j]]
+            elif n:
+                target += m * src[slots[j]]
+            elif m is None:
+                np.copyto(target, src[slots[j]])
             else:
-                target += term
+                np.multiply(m, src[slots[j]], out=target)  # no temporary for the first term
     return out
 
 

@@ -5,8 +5,8 @@ by tasks/verify_circuits.py; nothing here trusts the code.
   ``reference``, ``ansatz`` and ``circuit`` from the namespace and returns them as QPY (base64).
 * ``check_claims(args)`` runs in a fresh process on that QPY: contract, qubit count, composition,
   particle number and symmetry; it also returns the circuit's structure key.
-* ``barren_plateau(args)`` estimates the variance of parameter-shift gradients of a local cost
-  (⟨Z0 Z1⟩ or ⟨Z0⟩) over random initialisations with one batched Aer EstimatorV2 call.
+
+The barren-plateau estimate on the same QPY is tasks/barren_plateau.py.
 
 Symmetry (charge Q = Σ Z_i, i.e. particle number N = Σ(1−Z_i)/2, for "u1"; Q = Π Z_i for "z2"):
 
@@ -39,8 +39,6 @@ import math
 import numpy as np
 
 CONTRACT = ("reference", "ansatz", "circuit")
-SHIFTABLE = {"rx", "ry", "rz", "p", "rxx", "ryy", "rzz", "rzx", "cp"}  # exp(-iθG/2), G with eigenvalues ±1
-_BP_BASIS = sorted(SHIFTABLE | {"cx", "cz", "x", "y", "z", "h", "s", "sdg", "t", "tdg", "sx", "sxdg", "swap"})
 _SKIP = {"barrier", "delay", "id", "global_phase"}
 
 
@@ -309,103 +307,6 @@ def structure_key(circuit) -> str:
     return h.hexdigest()[:20]
 
 
-# ---- barren plateaus -----------------------------------------------------------------------------------
-
-def bp_status(variance: float, high: float = 1e-2, medium: float = 1e-4) -> str:
-    """``high`` / ``medium`` / ``plateau`` from a gradient variance."""
-    return "high" if variance > high else "medium" if variance > medium else "plateau"
-
-
-def barren_plateau(args: dict) -> dict:
-    """Variance over random θ of parameter-shift gradients ∂C/∂θ_k of a local cost C.
-
-    Sample s differentiates θ_k for k = s mod K, over K parameters spread through the cost's light
-    cone; E[∂C/∂θ_k] = 0 for a periodic cost, so the pooled variance is the mean of the K variances.
-    """
-    from qiskit import QuantumCircuit, transpile
-    from qiskit.circuit import ParameterVector
-    from qiskit.quantum_info import SparsePauliOp
-    from qiskit_aer.primitives import EstimatorV2
-
-    circuit = load_circuits(args["payload"])[2]
-    n, samples = circuit.num_qubits, int(args.get("bp_samples", 32))
-    if not circuit.num_parameters:
-        return {"bp_status": "unknown", "grad_variance": None, "reason": "no parameters"}
-    cost_qubits = [0, 1] if args.get("bp_cost", "z0z1") == "z0z1" and n > 1 else [0]
-    # gates outside the cost's backward light cone cannot change it: dropping them is exact
-    flat = _light_cone(transpile(circuit, basis_gates=_BP_BASIS, optimization_level=0), cost_qubits)
-    slots: dict = {}  # parameter -> [(instruction, param slot)] in circuit order
-    for i, inst in enumerate(flat.data):
-        for slot, p in enumerate(inst.operation.params):
-            for q in sorted(getattr(p, "parameters", ()), key=lambda q: q.name):
-                if inst.operation.name not in SHIFTABLE:
-                    return {"bp_status": "unknown", "grad_variance": None, "reason": f"cannot shift {inst.operation.name}"}
-                slots.setdefault(q, []).append((i, slot))
-    ordered = list(slots)
-    if not ordered:  # the cost does not depend on any parameter: its gradient is zero everywhere
-        return {"bp_status": "plateau", "grad_variance": 0.0, "reason": "no parameter in the cost's light cone"}
-    k = min(int(args.get("bp_params", 8)), len(ordered))
-    chosen = [ordered[i] for i in np.linspace(0, len(ordered) - 1, k).round().astype(int)]
-    shift_of = {s: j for j, s in enumerate(dict.fromkeys(s for theta in chosen for s in slots[theta]))}
-    shifts = ParameterVector("__shift", len(shift_of))
-    shifted = QuantumCircuit(*flat.qregs)
-    for i, inst in enumerate(flat.data):
-        op = inst.operation
-        if any((i, slot) in shift_of for slot in range(len(op.params))):
-            op = type(op)(*[p + shifts[shift_of[(i, s)]] if (i, s) in shift_of else p for s, p in enumerate(op.params)])
-        shifted.append(op, inst.qubits)
-    rng = np.random.default_rng([int(args.get("seed", 0)), int(str(args.get("structure_key") or "0")[:12], 16)])
-    thetas = rng.uniform(0, 2 * math.pi, (samples, len(ordered)))
-    column = {p: c for c, p in enumerate(shifted.parameters)}
-    rows, terms = [], []  # terms: (sample, chain-rule coefficient)
-    for s in range(samples):
-        base = np.zeros(len(column))
-        base[[column[p] for p in ordered]] = thetas[s]
-        theta = chosen[s % k]
-        for i, slot in slots[theta]:
-            for sign in (1, -1):
-                row = base.copy()
-                row[column[shifts[shift_of[(i, slot)]]]] = sign * math.pi / 2
-                rows.append(row)
-            terms.append((s, _chain_coefficient(flat.data[i].operation.params[slot], theta, ordered, thetas[s])))
-    observable = SparsePauliOp.from_sparse_list([("Z" * len(cost_qubits), cost_qubits, 1.0)], num_qubits=n)
-    # Aer's gate fusion is redone for every parameter binding: slower here, so it is off
-    estimator = EstimatorV2(options={"backend_options": {"method": "statevector", "max_parallel_threads": 1,
-                                                         "fusion_enable": False}})
-    evs = estimator.run([(shifted, observable, np.array(rows))]).result()[0].data.evs.reshape(-1, 2)
-    grads = np.zeros(samples)
-    for (s, coeff), (plus, minus) in zip(terms, evs):
-        grads[s] += coeff * (plus - minus) / 2
-    variance = float(grads.var())
-    out = {"bp_status": bp_status(variance, args.get("bp_high", 1e-2), args.get("bp_medium", 1e-4)),
-           "grad_variance": variance, "bp_params": k, "bp_samples": samples}
-    if variance < 1e-20:
-        out["reason"] = "gradients exactly zero: the cost ignores these parameters (symmetry), not exponential decay"
-    return out
-
-
-def _light_cone(circuit, qubits: list[int]):
-    """The gates of ``circuit`` that can influence a cost measured on ``qubits`` (its backward light cone)."""
-    cone, keep = set(qubits), []
-    for inst in reversed(circuit.data):
-        where = {circuit.find_bit(q).index for q in inst.qubits}
-        if where & cone:
-            cone |= where
-            keep.append(inst)
-    pruned = circuit.copy_empty_like()
-    for inst in reversed(keep):
-        pruned.append(inst)
-    return pruned
-
-
-def _chain_coefficient(expr, theta, ordered: list, values: np.ndarray) -> float:
-    """∂(gate angle)/∂θ at one sample (a constant for the usual linear angles)."""
-    grad = expr.gradient(theta)
-    if not getattr(grad, "parameters", None):
-        return float(grad)
-    return float(grad.bind({p: values[ordered.index(p)] for p in grad.parameters}))
-
-
 def warm_up() -> None:
     """Import and exercise everything the checks use, once, in the sandbox's zygote before it forks."""
     from qiskit import QuantumCircuit
@@ -419,5 +320,4 @@ def warm_up() -> None:
     ansatz.rz(theta[1], 0)
     payload = export_circuits({"reference": reference, "ansatz": ansatz, "circuit": reference.compose(ansatz)}, {})
     claims = {"n_qubits": 2, "symmetry": "u1", "particles": 1}
-    key = check_claims({"claims": claims, "payload": payload})["structure_key"]
-    barren_plateau({"payload": payload, "bp_samples": 2, "structure_key": key})
+    check_claims({"claims": claims, "payload": payload})

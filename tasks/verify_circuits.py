@@ -24,8 +24,9 @@ Result per item: ``{"id", "passed", "outcome", "checks": {"parses", "runs", "con
 "grad_variance", "bp_reason", "reason", "structure", ...}``. ``outcome`` is ok, a sandbox failure (syntax_error,
 runtime_error, timeout, memory_limit, killed, denied, error) or a failed check (contract_error,
 n_qubits_mismatch, particles_mismatch, symmetry_broken, too_large, plateau). The checks are in
-tasks/circuit_checks.py, the containment in adapters/sandbox_worker.py. Barren-plateau status is computed
-once per circuit structure (parameters unbound) and only for items that passed.
+tasks/circuit_checks.py, the containment in adapters/sandbox_worker.py. Barren-plateau status
+(tasks/barren_plateau.py) is computed once per circuit structure (parameters unbound) and only for
+items that passed, ``bp_batch`` structures per sandbox job.
 
     python -m tasks.verify_circuits --input code.jsonl --output results.jsonl   # plain checker; exit 1 if any item fails
     python -m tasks.verify_circuits --input code.jsonl --out data/quantum_mind/verify   # the stage
@@ -44,15 +45,15 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from adapters.sandbox import DEFAULT_PRELOAD, Sandbox, SandboxJob, SandboxResult
-from tasks import circuit_checks  # runs in the sandbox; imported here (no qiskit at import) so the stage key covers it
+from tasks import barren_plateau, circuit_checks  # run in the sandbox; imported here (no qiskit at import) so the stage key covers them
 from tasks.records import RecordError, read_jsonl, write_jsonl
 from tasks.reporting import StageProgress, publish_table
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
 from tasks.stage_cli import config_from_args, stage_parser
 
 STAGE = "verify"
-CHECKS = circuit_checks.__name__
-PRELOAD = (*DEFAULT_PRELOAD, "qiskit.qpy", "qiskit_aer.primitives", "matplotlib.pyplot", f"{CHECKS}:warm_up")
+CHECKS, BP = circuit_checks.__name__, barren_plateau.__name__
+PRELOAD = (*DEFAULT_PRELOAD, "qiskit.qpy", "qiskit_aer.primitives", "matplotlib.pyplot", f"{CHECKS}:warm_up", f"{BP}:warm_up")
 log = logging.getLogger(__name__)
 
 
@@ -66,8 +67,12 @@ class VerifyConfig(BaseModel):
     random_draws: int = Field(3, ge=1, description="Random parameter draws for the symmetry checks")
     tolerance: float = Field(1e-8, gt=0, description="Largest number/parity variance or commutator norm still counted as conserved")
     max_qubits: int = Field(16, ge=1, le=24, description="Widest circuit simulated as a state vector; wider ones fail as too_large")
-    bp_samples: int = Field(32, ge=4, description="Random initialisations for the barren-plateau gradient variance")
+    bp_samples: int = Field(16, ge=4, description="Random initialisations for the barren-plateau gradient variance; each gives "
+                                                 "the exact gradient of every sampled parameter (all its gates), so the "
+                                                 "variance pools bp_samples x bp_params values")
     bp_params: int = Field(8, ge=1, description="Parameters, spread through the cost's light cone, whose gradients are sampled")
+    bp_batch: int = Field(16, ge=1, description="Circuit structures per barren-plateau sandbox job (each structure is "
+                                                "re-run in a job of its own when its batch fails)")
     bp_cost: Literal["z0z1", "z0"] = Field("z0z1", description="Local cost of the gradients: <Z0 Z1> or <Z0>")
     bp_high: float = Field(1e-2, gt=0, description="Gradient variance above this is 'high'")
     bp_medium: float = Field(1e-4, gt=0, description="Gradient variance above this (up to bp_high) is 'medium', below it 'plateau'")
@@ -166,15 +171,32 @@ class CircuitVerifier:
         return rows
 
     def _barren_plateaus(self, todo: dict[str, Any], progress: bool) -> None:
-        bp_args = self.cfg.model_dump(include={"bp_samples", "bp_params", "bp_cost", "bp_high", "bp_medium", "seed"})
-        jobs = [SandboxJob(f"{CHECKS}:barren_plateau", {**bp_args, "payload": payload, "structure_key": key})
-                for key, payload in todo.items()]
-        with StageProgress("verify: barren plateaus", len(jobs)) if progress else nullcontext() as bar:
-            for key, result in zip(todo, self.sandbox.map(jobs)):
-                self.bp_cache[key] = result.value if result.ok else {
-                    "bp_status": "unknown", "grad_variance": None, "reason": f"{result.outcome}: {result.message}"}
+        """Fill ``bp_cache`` for ``todo`` ({structure: payload}), ``bp_batch`` structures per sandbox job."""
+        cfg = self.cfg
+        keys = list(todo)
+        batches = [keys[i:i + cfg.bp_batch] for i in range(0, len(keys), cfg.bp_batch)]
+        failed = []
+        with StageProgress("verify: barren plateaus", len(keys)) if progress else nullcontext() as bar:
+            for batch, result in zip(batches, self.sandbox.map(self._bp_job(todo, b) for b in batches)):
+                if result.ok:
+                    self.bp_cache.update(result.value)
+                elif len(batch) == 1:
+                    self.bp_cache[batch[0]] = _bp_failure(result)
+                else:  # one structure's timeout or crash must not decide the others': re-run them one by one
+                    failed += batch
                 if bar:
-                    bar.advance()
+                    bar.advance(len(batch))
+        for key, result in zip(failed, self.sandbox.map(self._bp_job(todo, [key]) for key in failed)):
+            self.bp_cache[key] = result.value[key] if result.ok else _bp_failure(result)
+
+    def _bp_job(self, todo: dict[str, Any], batch: list[str]) -> SandboxJob:
+        args = self.cfg.model_dump(include={"bp_samples", "bp_params", "bp_cost", "bp_high", "bp_medium", "seed"})
+        return SandboxJob(f"{BP}:barren_plateaus", {**args, "structures": {key: todo[key] for key in batch}},
+                          timeout_s=self.cfg.timeout_s * len(batch))
+
+
+def _bp_failure(result: SandboxResult) -> dict:
+    return {"bp_status": "unknown", "grad_variance": None, "reason": f"{result.outcome}: {result.message}"}
 
 
 def result_row(item: CodeItem, r: SandboxResult) -> dict:

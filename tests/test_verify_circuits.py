@@ -142,6 +142,29 @@ def test_structure_cache_reuses_barren_plateau_results(verifier):
     assert other["structure"] != first["structure"] and len(verifier.bp_cache) == len(cached) + 1
 
 
+def test_structure_key_separates_references_with_the_same_particle_number(verifier):
+    # one particle, one ansatz: from qubit 1 the hop moves it under the cost's Z0 Z1, from qubit 0 it cannot move
+    def hop(occupied: int) -> str:
+        return (HEADER + f"reference = QuantumCircuit(3)\nreference.x({occupied})\nt = ParameterVector('t', 1)\n"
+                "ansatz = QuantumCircuit(3)\nansatz.append(XXPlusYYGate(t[0]), [1, 2])\ncircuit = reference.compose(ansatz)\n")
+
+    moving, frozen = check(verifier, item(hop(1), 3, "u1", 1, "m"), item(hop(0), 3, "u1", 1, "f"))
+    assert moving["passed"] and frozen["passed"] and moving["structure"] != frozen["structure"]
+    assert moving["bp_status"] == "high" and moving["grad_variance"] == pytest.approx(0.5, rel=0.5)
+    assert frozen["bp_status"] == "plateau" and "exactly zero" in frozen["bp_reason"]
+
+
+def test_a_failed_barren_plateau_batch_is_rerun_one_structure_per_job(verifier):
+    # a custom gate named "h" passes the checks (they simulate its definition) but the estimate refuses it
+    shadow = ("from qiskit import QuantumCircuit\nfrom qiskit.circuit import Gate, ParameterVector\n"
+              "inner = QuantumCircuit(1)\ninner.ry(0.3, 0)\nodd = Gate('h', 1, [])\nodd.definition = inner\n"
+              "t = ParameterVector('t', 2)\nreference = QuantumCircuit(3)\nansatz = QuantumCircuit(3)\n"
+              "ansatz.ry(t[0], 0)\nansatz.append(odd, [1])\nansatz.rzz(t[1], 0, 1)\ncircuit = reference.compose(ansatz)\n")
+    good, odd = check(verifier, item(hardware_efficient(5, 2), 5, "none", id="g"), item(shadow, 3, "none", id="o"))
+    assert good["passed"] and good["bp_status"] in ("high", "medium", "plateau") and good["grad_variance"] > 0
+    assert odd["passed"] and odd["bp_status"] == "unknown" and "to_matrix" in odd["bp_reason"]
+
+
 def test_simulator_matches_qiskit_statevector():
     from qiskit import QuantumCircuit
     from qiskit.circuit.library import XXPlusYYGate
