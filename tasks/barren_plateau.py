@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from tasks.circuit_checks import export_circuits, load_circuits
+from tasks.circuit_checks import load_circuits
 
 ROTATIONS = {"rx", "ry", "rz", "rxx", "ryy", "rzz", "rzx"}  # exp(-iφG/2), G a Pauli string
 PHASES = {"p", "cp"}  # I + (e^{iφ} - 1)Π, Π a projector
@@ -230,14 +230,6 @@ def _apply(psi: np.ndarray, terms: list[list], qubits: list[int]) -> np.ndarray:
 
 def warm_up() -> None:
     """Import and exercise everything the estimate uses, once, in the sandbox's zygote before it forks."""
-    from qiskit import QuantumCircuit
-    from qiskit.circuit import ParameterVector
-    from qiskit.circuit.library import XXPlusYYGate
+    from tasks.circuit_checks import sample_payload
 
-    theta = ParameterVector("t", 2)
-    reference, ansatz = QuantumCircuit(2), QuantumCircuit(2)
-    reference.x(0)
-    ansatz.append(XXPlusYYGate(theta[0]), [0, 1])
-    ansatz.rz(theta[1], 0)
-    payload = export_circuits({"reference": reference, "ansatz": ansatz, "circuit": reference.compose(ansatz)}, {})
-    barren_plateaus({"structures": {"0": payload}, "bp_samples": 4})
+    barren_plateaus({"structures": {"0": sample_payload()}, "bp_samples": 4})

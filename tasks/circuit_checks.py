@@ -307,8 +307,8 @@ def structure_key(circuit) -> str:
     return h.hexdigest()[:20]
 
 
-def warm_up() -> None:
-    """Import and exercise everything the checks use, once, in the sandbox's zygote before it forks."""
+def sample_payload() -> dict:
+    """A tiny exported U(1) circuit (one particle, 2 qubits): what the zygotes warm their code paths on."""
     from qiskit import QuantumCircuit
     from qiskit.circuit import ParameterVector
     from qiskit.circuit.library import XXPlusYYGate
@@ -318,6 +318,9 @@ def warm_up() -> None:
     reference.x(0)
     ansatz.append(XXPlusYYGate(theta[0]), [0, 1])
     ansatz.rz(theta[1], 0)
-    payload = export_circuits({"reference": reference, "ansatz": ansatz, "circuit": reference.compose(ansatz)}, {})
-    claims = {"n_qubits": 2, "symmetry": "u1", "particles": 1}
-    check_claims({"claims": claims, "payload": payload})
+    return export_circuits({"reference": reference, "ansatz": ansatz, "circuit": reference.compose(ansatz)}, {})
+
+
+def warm_up() -> None:
+    """Import and exercise everything the checks use, once, in the sandbox's zygote before it forks."""
+    check_claims({"claims": {"n_qubits": 2, "symmetry": "u1", "particles": 1}, "payload": sample_payload()})
