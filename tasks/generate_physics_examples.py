@@ -43,11 +43,11 @@ from pathlib import Path
 from typing import Literal
 
 from prefect import task
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks import circuit_families as cf
 from tasks.encode_trajectories import PhysicsFeatures
-from tasks.records import ChatRecord, RecordError, read_jsonl, write_jsonl
+from tasks.records import ChatRecord, read_models, write_jsonl
 from tasks.reporting import StageProgress, counts_table, publish_table
 from tasks.stage import (
     cached,
@@ -115,14 +115,7 @@ def num(x: float) -> str:
 
 def read_features(path: Path) -> list[PhysicsFeatures]:
     """PhysicsFeatures records; a bad one raises RecordError naming the file, record and field."""
-    out = []
-    for i, row in enumerate(read_jsonl(path), 1):
-        try:
-            out.append(PhysicsFeatures.model_validate(row))
-        except ValidationError as e:
-            err = e.errors()[0]
-            raise RecordError(f"{path}: record {i}: field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
-    return out
+    return read_models(path, PhysicsFeatures)
 
 
 def conserved_linear(f: PhysicsFeatures) -> list[str]:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, TypeVar
 
 import jsonlines
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class Message(BaseModel):
@@ -53,17 +55,22 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def read_chat_records(path: Path) -> list[ChatRecord]:
-    """Read canonical chat records, validating each one."""
+def read_models(path: Path, model: type[M]) -> list[M]:
+    """Read a JSONL file as pydantic ``model`` records; a bad one raises RecordError naming file, record and field."""
     out = []
-    for lineno, row in enumerate(read_jsonl(path), 1):
+    for i, row in enumerate(read_jsonl(path), 1):
         try:
-            out.append(ChatRecord.model_validate(row))
+            out.append(model.model_validate(row))
         except ValidationError as e:
             err = e.errors()[0]
             field = ".".join(str(p) for p in err["loc"])
-            raise RecordError(f"{path}: record {lineno}: field '{field}': {err['msg']}") from None
+            raise RecordError(f"{path}: record {i}: field '{field}': {err['msg']}") from None
     return out
+
+
+def read_chat_records(path: Path) -> list[ChatRecord]:
+    """Read canonical chat records, validating each one."""
+    return read_models(path, ChatRecord)
 
 
 def write_jsonl(path: Path, rows: Iterable[BaseModel | dict]) -> int:
