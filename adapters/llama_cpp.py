@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 ENV_VAR = "LLAMA_CPP_DIR"
 HF_CONVERTER = "convert_hf_to_gguf.py"
@@ -123,7 +123,8 @@ class GgufModel:
     each other whenever another process holds a core (measured 150x slower).
     """
 
-    def __init__(self, path: Path, *, n_ctx: int = 2048, n_threads: int = 1, lora_path: Path | None = None):
+    def __init__(self, path: Path, *, n_ctx: int = 2048, n_threads: int = 1, lora_path: Path | None = None,
+                 n_gpu_layers: int = 0):
         llama_cpp = _import_llama_cpp()
         self.path = Path(path)
         if not self.path.is_file():
@@ -131,7 +132,7 @@ class GgufModel:
         try:
             self.llm = llama_cpp.Llama(
                 model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads, verbose=False,
-                lora_path=str(lora_path) if lora_path else None,
+                lora_path=str(lora_path) if lora_path else None, n_gpu_layers=n_gpu_layers,
             )
         except (ValueError, RuntimeError) as e:
             raise LlamaCppError(f"llama.cpp could not load {self.path}"
@@ -169,8 +170,13 @@ class GgufModel:
     def detokenize(self, ids: Sequence[int]) -> str:
         return self.llm.detokenize(list(ids), special=True).decode("utf-8", errors="replace")
 
-    def greedy(self, prompt_ids: Sequence[int], max_tokens: int, stop_ids: Iterable[int] = ()) -> list[int]:
-        """Greedy (argmax) continuation of ``prompt_ids``; includes the stop token when one is produced."""
+    def greedy(self, prompt_ids: Sequence[int], max_tokens: int, stop_ids: Iterable[int] = (),
+               stop_when: Callable[[list[int]], bool] | None = None, check_every: int = 8) -> list[int]:
+        """Greedy (argmax) continuation of ``prompt_ids``; includes the stop token when one is produced.
+
+        ``stop_when(tokens so far)``, asked every ``check_every`` tokens, ends generation early (e.g. once a
+        code block is closed).
+        """
         if len(prompt_ids) + max_tokens > self.n_ctx:
             raise LlamaCppError(f"prompt of {len(prompt_ids)} tokens + {max_tokens} new ones exceeds n_ctx={self.n_ctx}")
         stops = set(stop_ids)
@@ -180,6 +186,8 @@ class GgufModel:
                                        repeat_penalty=1.0, reset=True):
             out.append(int(token))
             if token in stops or len(out) >= max_tokens:
+                break
+            if stop_when is not None and len(out) % check_every == 0 and stop_when(out):
                 break
         return out
 
@@ -205,3 +213,38 @@ def render_chat_template(template: str, messages: list[dict], *, bos_token: str,
     formatter = Jinja2ChatFormatter(template=template, eos_token=eos_token, bos_token=bos_token,
                                     add_generation_prompt=add_generation_prompt)
     return formatter(messages=messages).prompt
+
+
+class GgufChat:
+    """A chat model on a GGUF in llama.cpp: its own chat template, greedy replies up to EOS."""
+
+    def __init__(self, path: Path, *, n_ctx: int = 4096, n_threads: int = 2, lora_path: Path | None = None,
+                 n_gpu_layers: int = 0):
+        self.model = GgufModel(path, n_ctx=n_ctx, n_threads=n_threads, lora_path=lora_path, n_gpu_layers=n_gpu_layers)
+        self.template = self.model.chat_template
+        self.tokens_generated = 0  # over every reply, for throughput figures
+        if not self.template:
+            self.model.close()
+            raise LlamaCppError(f"{path} has no chat template (tokenizer.chat_template); re-export it with the export stage")
+
+    def prompt_ids(self, messages: list[dict], max_tokens: int) -> list[int]:
+        """The templated prompt's tokens, keeping the most recent ones that leave room for ``max_tokens``."""
+        prompt = render_chat_template(self.template, messages, bos_token=self.model.bos_token, eos_token=self.model.eos_token)
+        return self.model.tokenize(prompt)[-(self.model.n_ctx - max_tokens):]
+
+    def reply(self, messages: list[dict], max_tokens: int, stop_when: Callable[[str], bool] | None = None) -> str:
+        """The greedy reply, ended at EOS, ``max_tokens`` or once ``stop_when(text so far)`` holds."""
+        eos = self.model.llm.token_eos()
+        check = (lambda ids: stop_when(self.model.detokenize(ids))) if stop_when else None
+        out = self.model.greedy(self.prompt_ids(messages, max_tokens), max_tokens, stop_ids=[eos], stop_when=check)
+        self.tokens_generated += len(out)
+        return self.model.detokenize([t for t in out if t != eos])
+
+    def close(self) -> None:
+        self.model.close()
+
+    def __enter__(self) -> "GgufChat":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -80,27 +80,6 @@ def chat_turn(model: ChatModel, run_lab: Callable[[str, dict], dict], history: l
         history.append({"role": "user", "content": f"Result: {json.dumps(result)}"})
 
 
-class LlamaCppChat:
-    """The exported GGUF in llama.cpp, prompted with its own chat template."""
-
-    def __init__(self, gguf: Path):
-        from adapters.llama_cpp import GgufModel
-
-        self.model = GgufModel(gguf, n_ctx=4096, n_threads=2)
-        self.template = self.model.chat_template
-        if not self.template:
-            raise RuntimeError(f"{gguf} has no chat template; re-run the export stage")
-
-    def reply(self, messages: list[dict], max_tokens: int) -> str:
-        from adapters.llama_cpp import render_chat_template
-
-        prompt = render_chat_template(self.template, messages, bos_token=self.model.bos_token, eos_token=self.model.eos_token)
-        ids = self.model.tokenize(prompt)[-(self.model.n_ctx - max_tokens):]
-        eos = self.model.llm.token_eos()
-        out = self.model.greedy(ids, max_tokens, stop_ids=[eos])
-        return self.model.detokenize([t for t in out if t != eos])
-
-
 class OllamaChat:
     """The installed Ollama model (its Modelfile carries the template and stop tokens)."""
 
@@ -123,7 +102,9 @@ def open_model(summary: dict, host: str) -> tuple[ChatModel, str]:
     path = gguf.get("q8_0") or gguf.get("f16")
     if not path or not Path(path).exists():
         raise RuntimeError("no exported GGUF found: run the flow first (python -m flows.ben_lab)")
-    return LlamaCppChat(Path(path)), f"llama.cpp on {path}"
+    from adapters.llama_cpp import GgufChat
+
+    return GgufChat(Path(path)), f"llama.cpp on {path}"
 
 
 def chat(project: str, config_model, args, stdin=sys.stdin, say: Callable[[str], None] = print) -> int:

@@ -17,11 +17,12 @@ from flows.config import ProjectConfig, add_common_args, load_config
 from flows.runner import StageTimer, flow_params, run_flow_cli
 from tasks.reporting import say
 from tasks.encode_trajectories import EncodeConfig, encode_trajectories
+from tasks.evaluate_quantum import EvaluateConfig, evaluate_quantum
 from tasks.export_gguf import export_gguf
 from tasks.generate_physics_examples import GenerateConfig, generate_physics_examples
 from tasks.install_ollama import InstallConfig, install_ollama
 from tasks.load_instruct import InstructConfig, load_quantum_instruct
-from tasks.mix_datasets import available_sources, mix_datasets
+from tasks.mix_datasets import MixSource, available_sources, mix_datasets
 from tasks.select_verified import SelectConfig, select_verified
 from tasks.train_sft import train_sft
 from tasks.verify_circuits import VerifyConfig, verify_circuits
@@ -39,6 +40,10 @@ class QuantumMindConfig(ProjectConfig):
     select: SelectConfig = Field(default_factory=SelectConfig, description="Which verified examples to keep")
     instruct: InstructConfig = Field(default_factory=InstructConfig, description="QuantumLLMInstruct source")
     install: InstallConfig = Field(default_factory=lambda: InstallConfig(model_name="quantum-mind-v2"), description="Ollama install")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Validation suite: base vs code-only vs physics")
+    code_only: bool = Field(True, description="Also train a code-only model (QuantumLLMInstruct alone, no physics sources) "
+                                              "for the validation suite; needs the instruct source")
+    run_evaluate: bool = Field(True, description="Run the validation suite at the end")
 
 
 @flow(name=PROJECT)
@@ -63,7 +68,19 @@ def quantum_mind(config: str | None = None, profile: str = "local", data_dir: st
     tuned = run("sft", train_sft, cfg.sft, mixed, root / "models" / "checkpoints" / cfg.run_name)
     exported = run("export", export_gguf, cfg.export, [tuned, mixed / "val.jsonl"], root / "export")
     installed = run("install", install_ollama, cfg.install, exported, root / "install")
+    gguf = run.manifests["export"].get("gguf", {})
+    models = {"base": exported / gguf["base"]} if "base" in gguf else {}
+    if cfg.run_evaluate and not models:
+        say("[quantum-mind] validation: export.export_adapter is off, so there is no base GGUF to compare against")
+    code_only = None
+    if cfg.run_evaluate and cfg.code_only:
+        code_only = _code_only_model(cfg, run, root, instruct, dropped)
+        models.update({"code_only": code_only} if code_only else {})
+    if cfg.run_evaluate:
+        models["physics"] = exported / gguf["f16"]
+        run("evaluate", evaluate_quantum, cfg.evaluate, {"features": encoded / "features.jsonl", **models}, root / "evaluate")
     m = run.manifests
+    evaluation = m["evaluate"].get("results") if "evaluate" in m else None
     return run.write_summary(
         root / "summary.json", PROJECT, cfg.profile,
         counts={k: run.stages[k]["counts"] for k in ("encode", "generate", "verify", "select", "instruct", "mix")},
@@ -73,12 +90,27 @@ def quantum_mind(config: str | None = None, profile: str = "local", data_dir: st
         mix={"sources": m["mix"].get("sources"), "dropped_sources": dropped},
         eval_loss_before=m["sft"]["metrics"].get("eval_loss_before"), eval_loss_after=m["sft"]["metrics"].get("eval_loss_after"),
         parity_rate=m["export"]["metrics"].get("parity_rate"),
-        gguf={k: str(exported / v) for k, v in m["export"].get("gguf", {}).items()},
+        gguf={k: str(exported / v) for k, v in gguf.items()},
         installed=bool(m["install"].get("installed")), ollama_model=cfg.install.model_name,
         install_command=m["install"].get("command"), install_dir=str(installed),
         physics_augmented=str(selected / "physics_augmented"),
+        validation=evaluation, validation_log=str(root / "evaluate" / "validation_log.yaml") if evaluation else None,
+        code_only_model=str(code_only) if code_only else
+        ("skipped: no QuantumLLMInstruct records to train it on (set instruct.path)" if cfg.run_evaluate and cfg.code_only else None),
     )
 
+
+def _code_only_model(cfg: QuantumMindConfig, run: StageTimer, root, instruct, dropped: list[str]):
+    """The comparison model of the validation suite: same SFT recipe on QuantumLLMInstruct alone; None without it."""
+    if "quantum_llm_instruct" in dropped:
+        say("[quantum-mind] validation: no QuantumLLMInstruct records, so no code-only model to compare (set instruct.path)")
+        return None
+    mix_cfg = cfg.mix.model_copy(update={"sources": [MixSource(name="quantum_llm_instruct")]})
+    mixed = run("mix_code_only", mix_datasets, mix_cfg, [instruct / "instruct.jsonl"], root / "mix_code_only")
+    tuned = run("sft_code_only", train_sft, cfg.sft, mixed, root / "models" / "checkpoints" / f"{cfg.run_name}-code-only")
+    export_cfg = cfg.export.model_copy(update={"outtypes": ["f16"], "export_adapter": False})
+    exported = run("export_code_only", export_gguf, export_cfg, [tuned, mixed / "val.jsonl"], root / "export_code_only")
+    return exported / run.manifests["export_code_only"]["gguf"]["f16"]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.quantum_mind", description=__doc__,

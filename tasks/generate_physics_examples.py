@@ -80,6 +80,8 @@ class GenerateConfig(BaseModel):
     baseline_share: float = Field(0.2, ge=0, le=1, description="Share of baseline families (hardware_efficient, qaoa) where "
                                                                "a symmetric family also fits (conservation examples never use them then)")
     symmetry_confidence: float = Field(0.5, gt=0, lt=1, description="Confidence from which a measured symmetry shapes the circuit")
+    holdout_splits: list[str] = Field(["test"], description="Well splits whose trajectories are kept out of training "
+                                                            "(the validation suite builds its prompts from them)")
     min_distinct_share: float = Field(0.9, ge=0, le=1, description="Fail when fewer code blocks than this share are distinct")
     max_reject_rate: float = Field(0.5, ge=0, le=1, description="Fail when more trajectories than this share fit no enabled family")
     system_prompt: str = Field("You are a physicist who designs quantum circuits from measured simulation data. Cite the "
@@ -465,7 +467,10 @@ def generate(cfg: GenerateConfig, inputs: Path, out_dir: Path) -> Path:
         return out_dir
     started = time.time()
     trajectories, rejects = [], []
-    for f in read_features(features_file):
+    features = read_features(features_file)
+    kept = [f for f in features if Path(f.file).parent.name not in cfg.holdout_splits]
+    held_out = len(features) - len(kept)
+    for f in kept:
         fams = eligible_families(f, cfg.families)
         if fams:
             trajectories.append((f, fams))
@@ -475,7 +480,8 @@ def generate(cfg: GenerateConfig, inputs: Path, out_dir: Path) -> Path:
                                       f"{[q for q, c in f.conserved.items() if c.conserved] or 'nothing'})"})
     n_in = len(trajectories) + len(rejects)
     if not n_in:
-        raise ValueError(f"generate: no trajectories in {features_file}")
+        raise ValueError(f"generate: no trajectories in {features_file}"
+                         + (f" outside the held-out splits {cfg.holdout_splits}" if held_out else ""))
     if not trajectories or len(rejects) / n_in > cfg.max_reject_rate:
         raise ValueError(f"generate: {len(rejects)} of {n_in} trajectories fit none of the enabled families {cfg.families} "
                          f"(first: {rejects[0]['reason']}); enable hardware_efficient or qaoa, or raise max_reject_rate")
@@ -520,6 +526,7 @@ def generate(cfg: GenerateConfig, inputs: Path, out_dir: Path) -> Path:
         write_jsonl(out.tmp / "rejects.jsonl", rejects)
         out.counts = {"records": len(rows), "physics_augmented": len(augmented), "physics_reasoning": len(reasoning),
                       "code_blocks": len(code_rows), "trajectories": len(trajectories), "rejected_trajectories": len(rejects),
+                      "held_out_trajectories": held_out,
                       **_tally(rows, "type", "type"), **_tally(rows, "family"), **_tally(rows, "symmetry"),
                       **_tally(rows, "n_qubits", "qubits"), **_tally(rows, "layers"), **_tally(rows, "connectivity"),
                       **_tally(rows, "parameter_sharing", "sharing")}

@@ -37,10 +37,12 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def input_digests(inputs: Path | Sequence[Path] | None) -> dict[str, str]:
-    """Content digests of a stage's inputs, keyed by path."""
+def input_digests(inputs: Path | Sequence[Path] | dict[str, Path] | None) -> dict[str, str]:
+    """Content digests of a stage's inputs, keyed by path; named inputs ({name: path}) carry their name."""
     if inputs is None:
         return {}
+    if isinstance(inputs, dict):
+        return {f"{name}={p}": f"{name}={d}" for name, path in inputs.items() for p, d in input_digests(path).items()}
     paths = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     out = {}
     for p in paths:
