@@ -31,6 +31,7 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adapters.sandbox import SandboxJob
+from tasks.code_blocks import code_closed, extract_code
 from tasks.generate_physics_examples import read_features
 from tasks.quantum_eval_prompts import EvalPrompt, build_prompts
 from tasks.records import RecordError, read_jsonl, write_jsonl
@@ -41,7 +42,6 @@ from tasks.verify_circuits import Claims, CircuitVerifier, CodeItem, VerifyConfi
 
 STAGE = "evaluate"
 LOG_FILE = "validation_log.yaml"
-CODE_BLOCK = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 METRICS = ("syntax_valid", "verified", "symmetry_respected", "bp_free")
 
 
@@ -79,18 +79,6 @@ class HumanEvalTask(BaseModel):
     canonical_solution: str = ""
     test: str
     entry_point: str
-
-
-def extract_code(answer: str) -> str | None:
-    """The first fenced python block of an answer (an unterminated last block counts), else None."""
-    m = CODE_BLOCK.search(answer)
-    return m.group(1) if m and m.group(1).strip() else None
-
-
-def code_closed(text: str) -> bool:
-    """True once the first fenced code block of a reply is closed: the rest is not scored, so decoding can stop."""
-    start = text.find("```")
-    return start >= 0 and text.find("```", start + 3) > 0
 
 
 def read_humaneval(path: Path, limit: int | None = None) -> list[HumanEvalTask]:

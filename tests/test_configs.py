@@ -116,9 +116,28 @@ def test_prefect_yaml_deploys_every_project_flow():
 
     spec = yaml.safe_load((CONFIG_DIR.parent / "prefect.yaml").read_text())
     names = {d["name"]: d for d in spec["deployments"]}
-    assert {"ben-lab", "quantum-mind-v2"} <= set(names)
+    assert {"ben-lab", "quantum-mind-v2", "lift-sys"} <= set(names)
     for d in names.values():
         path, fn = d["entrypoint"].split(":")
         module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
-        assert getattr(module, fn).name in {"ben-lab", "quantum-mind"}
+        assert getattr(module, fn).name == d["name"].removesuffix("-v2")  # 'prefect deployment run FLOW/DEPLOYMENT'
         assert d["work_pool"]["name"] == "labtune" and all(s["active"] is False for s in d["schedules"])
+
+
+def test_lift_sys_gpu_profile_is_the_seed_recipe():
+    from flows.lift_sys import LiftSysConfig
+
+    cfg = load_config(LiftSysConfig, "lift-sys", profile="gpu")
+    assert (cfg.sft.lora.r, cfg.sft.lora.alpha) == (16, 32) and len(cfg.sft.lora.target_modules) == 7
+    t = cfg.sft.trainer
+    assert t["per_device_train_batch_size"] * t["gradient_accumulation_steps"] == 16
+    assert (t["learning_rate"], t["lr_scheduler_type"], t["warmup_steps"], t["num_train_epochs"]) == (2e-4, "cosine", 50, 3)
+    assert (t["eval_steps"], t["save_steps"], t["load_best_model_at_end"], t["metric_for_best_model"]) == (50, 50, True, "eval_loss")
+    local = load_config(LiftSysConfig, "lift-sys", profile="local")
+    assert local.sft.base_model == "embedded:smollm2-135m-instruct" and local.generate_ir.teacher == "oracle"
+    from trl import SFTConfig
+
+    from tasks.train_sft import TRAINER_DEFAULTS
+
+    args = SFTConfig(output_dir="unused", **{**TRAINER_DEFAULTS, **t, "bf16": False})  # bf16 needs a GPU here
+    assert args.load_best_model_at_end and args.eval_strategy == args.save_strategy == "steps"

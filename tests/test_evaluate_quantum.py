@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from tasks.encode_trajectories import EncodeConfig, encode
-from tasks.evaluate_quantum import (EvaluateConfig, check_answers, code_closed, evaluate, extract_code, humaneval_program,
-                                    read_humaneval, score)
+from tasks.code_blocks import code_closed, extract_code
+from tasks.evaluate_quantum import EvaluateConfig, check_answers, evaluate, humaneval_program, read_humaneval, score
 from tasks.generate_physics_examples import INSTRUCTIONS, GenerateConfig, generate, read_features
 from tasks.quantum_eval_prompts import CONTRACT, build_prompts, requestable, split_of
 from tasks.records import RecordError
