@@ -1,5 +1,6 @@
 # labtune — `make run` (fresh machine, no network: set up .venv and run ben-lab on the embedded defaults)
 #           `make test` (set up if needed and run the test suite)
+#           `make server` / `make worker` / `make deploy` / `make stop` (Prefect server + worker on loopback, README)
 PY     ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -8,8 +9,9 @@ STAMP  := $(VENV)/.labtune-installed
 # multi-GB CUDA build. On a GPU box, install your CUDA build of torch into .venv first: setup keeps it.
 TORCH  ?= torch==2.13.0
 PYTEST_ARGS ?=
+PREFECT_PORT ?= 4200
 
-.PHONY: setup run test test-fast bench server worker clean
+.PHONY: setup run test test-fast bench server worker deploy stop status clean
 
 setup: $(STAMP)
 
@@ -33,6 +35,22 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python bench/sft_throughput.py
+
+# Background processes; PID files, logs and the SQLite database in data/prefect/ ($LABTUNE_DATA_DIR/prefect).
+server: setup
+	$(BIN)/python -m ops.prefect_local server --port $(PREFECT_PORT)
+
+worker: setup
+	$(BIN)/python -m ops.prefect_local worker
+
+deploy: setup
+	$(BIN)/python -m ops.prefect_local deploy
+
+status:
+	$(BIN)/python -m ops.prefect_local status
+
+stop:
+	$(BIN)/python -m ops.prefect_local stop
 
 clean:
 	rm -rf data/ben_lab data/cache

@@ -1,0 +1,45 @@
+"""lift-sys end to end on a tiny plan, offline: oracle IRs → review with a decisions file → negatives → SFT → GGUF → scored."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flows.lift_sys import lift_sys
+
+TINY = ["prompts.per_category=12", "generate_ir.n=2", "sft.trainer.max_steps=4", "sft.trainer.per_device_train_batch_size=4",
+        "sft.trainer.max_length=512", "export.parity_prompts=2", "install.retries=0", "evaluate.max_prompts=3",
+        "evaluate.max_tokens=48"]
+
+
+@pytest.mark.slow
+def test_flow_runs_offline_and_reuses_review_decisions(prefect_harness, tmp_path, model_cache, monkeypatch):
+    monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    data = tmp_path / "data"
+    overrides = TINY + [f"sft.model_cache_dir={model_cache}"]
+    summary = lift_sys(data_dir=str(data), overrides=overrides)
+    root = data / "lift_sys"
+    assert json.loads((root / "summary.json").read_text()) == summary
+    assert summary["teacher"] == "oracle" and summary["schema_validity_of_teacher"] == 1.0
+    c = summary["counts"]
+    assert c["prompts"]["prompts"] >= 72 and c["generate_ir"]["accepted"] == c["prompts"]["prompts"]
+    assert c["review"]["accepted"] == c["generate_ir"]["accepted"]  # the oracle's IRs pass every pre-check
+    rows = [json.loads(line) for line in (root / "compose" / "rows.jsonl").read_text().splitlines()]
+    assert {r["label"] for r in rows} == {"good", "bad"} and all(r["error_type"] for r in rows if r["label"] == "bad")
+    assert set(summary["ir_quality"]) == {"base", "trained"}
+    assert summary["ir_quality"]["trained"]["prompts"] == 3
+    assert summary["eval_loss_after"] < summary["eval_loss_before"]
+    assert summary["parity_rate"] >= 0.95 and summary["installed"] is False
+
+    # a reviewer rejects one accepted IR in bulk: only review and what follows it re-run, and the decision persists
+    first = json.loads((root / "review" / "accepted.jsonl").read_text().splitlines()[0])
+    decisions = tmp_path / "decisions.jsonl"
+    decisions.write_text(json.dumps({"id": first["id"], "decision": "reject", "note": "wrong intent"}) + "\n")
+    prompts_manifest = (root / "prompts" / "manifest.json").read_text()
+    again = lift_sys(data_dir=str(data), overrides=overrides + ["review.mode=file", f"review.decisions_file={decisions}"])
+    assert again["counts"]["review"]["accepted"] == c["review"]["accepted"] - 1
+    assert (root / "prompts" / "manifest.json").read_text() == prompts_manifest  # cache hit upstream
+    store = (root / "reviews" / "decisions.jsonl").read_text()
+    assert first["id"] in store and "reject" in store
