@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 EMBEDDED = "embedded:smollm2-135m-instruct"
@@ -45,8 +46,12 @@ def resolve_base_model(name: str, cache_dir: Path) -> str:
     return name
 
 
+def _complete(target: Path) -> bool:
+    return (target / "config.json").exists() and (target / "model.safetensors").exists()
+
+
 def _materialise_embedded(target: Path) -> Path:
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+    if _complete(target):
         return target
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
@@ -57,10 +62,20 @@ def _materialise_embedded(target: Path) -> Path:
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
     )
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if target.exists() and not _complete(target):  # a copy torn by an older writer: set it aside
+            os.replace(target, target.with_name(f"{tmp.name}.torn"))
+            shutil.rmtree(target.with_name(f"{tmp.name}.torn"), ignore_errors=True)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            # Another run (a second flow on the same data dir) finished first. Its copy may already be
+            # in use, so never remove it: keep it and drop ours.
+            if not _complete(target):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -227,10 +227,14 @@ class GgufChat:
             self.model.close()
             raise LlamaCppError(f"{path} has no chat template (tokenizer.chat_template); re-export it with the export stage")
 
+    def prompt_tokens(self, messages: list[dict]) -> list[int]:
+        """All tokens of the templated prompt (possibly more than fit in the context)."""
+        prompt = render_chat_template(self.template, messages, bos_token=self.model.bos_token, eos_token=self.model.eos_token)
+        return self.model.tokenize(prompt)
+
     def prompt_ids(self, messages: list[dict], max_tokens: int) -> list[int]:
         """The templated prompt's tokens, keeping the most recent ones that leave room for ``max_tokens``."""
-        prompt = render_chat_template(self.template, messages, bos_token=self.model.bos_token, eos_token=self.model.eos_token)
-        return self.model.tokenize(prompt)[-(self.model.n_ctx - max_tokens):]
+        return self.prompt_tokens(messages)[-(self.model.n_ctx - max_tokens):]
 
     def reply(self, messages: list[dict], max_tokens: int, stop_when: Callable[[str], bool] | None = None) -> str:
         """The greedy reply, ended at EOS, ``max_tokens`` or once ``stop_when(text so far)`` holds."""

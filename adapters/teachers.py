@@ -416,7 +416,12 @@ class LocalModelTeacher:
     def generate(self, messages: list[dict], *, max_tokens: int, temperature: float,
                  json_schema: dict | None = None) -> TeacherReply:
         llm = self._chat.model.llm
-        ids = self._chat.prompt_ids(messages, max_tokens)
+        ids = self._chat.prompt_tokens(messages)
+        room = self._chat.model.n_ctx - max_tokens
+        if len(ids) > room:
+            # Cutting the prompt would drop the system message and the start of the request: refuse instead.
+            raise TeacherError(f"{self.name}: the prompt is {len(ids)} tokens but only {max(room, 0)} fit "
+                               f"(n_ctx {self._chat.model.n_ctx} minus max_tokens {max_tokens}); shorten it or raise n_ctx")
         eos = llm.token_eos()
         if temperature > 0:
             # A different seed per request, so Best-of-N candidates differ yet a re-run repeats them.

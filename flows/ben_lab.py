@@ -43,7 +43,7 @@ def ben_lab(config: str | None = None, profile: str = "local", data_dir: str | N
         extra["data_dir"] = data_dir
     cfg = load_config(BenLabConfig, PROJECT, config=config, profile=profile, overrides=overrides, extra=extra)
     root = cfg.project_root(PROJECT)
-    run = StageTimer()
+    run = StageTimer(cfg.runner)
     harvested = run("harvest", harvest_experiments, cfg.harvest, None, root / "harvest")
     described = run("describe", describe_experiments, cfg.describe, harvested, root / "describe")
     mixed = run("mix", mix_datasets, cfg.mix, [described / "chat.jsonl"], root / "mix")

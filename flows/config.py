@@ -8,12 +8,13 @@ Order of precedence (later wins): ``configs/<project>.yaml`` → ``configs/profi
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tasks.export_gguf import ExportConfig
 from tasks.mix_datasets import MixConfig
@@ -27,6 +28,28 @@ PROFILES = ("local", "gpu")
 M = TypeVar("M", bound=BaseModel)
 
 
+class RunnerConfig(BaseModel):
+    """Where sharded data stages run: in the flow's process, or on a Dask cluster (prefect-dask)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["default", "dask"] = Field("default", description="'default' runs every stage in the flow's process; "
+                                         "'dask' runs the shards of the data stages that split their work (quantum-mind "
+                                         "encode: one per Well file; verify: blocks of code items) as Prefect tasks on Dask")
+    address: str | None = Field(None, description="Scheduler of a running Dask cluster (e.g. tcp://10.0.0.5:8786); None starts "
+                                                  "a local cluster of n_workers processes for each sharded stage")
+    n_workers: int = Field(2, ge=1, description="Worker processes of the local Dask cluster (one per core)")
+    threads_per_worker: int = Field(1, ge=1, description="Threads per local Dask worker (1: the stages are CPU-bound Python)")
+
+    @model_validator(mode="after")
+    def _usable(self):
+        if self.kind == "default" and self.address:
+            raise ValueError(f"runner.address={self.address!r} is only used with runner.kind=dask")
+        if self.kind == "dask" and importlib.util.find_spec("prefect_dask") is None:
+            raise ValueError("runner.kind=dask needs the prefect-dask package: pip install prefect-dask==0.3.7 "
+                             "(or set runner.kind=default)")
+        return self
+
+
 class ProjectConfig(BaseModel):
     """What every project config has: where outputs go, and the shared mix → SFT → export stages."""
 
@@ -36,6 +59,7 @@ class ProjectConfig(BaseModel):
     mix: MixConfig = Field(default_factory=MixConfig, description="Source shares and validation split")
     sft: SFTStageConfig = Field(default_factory=SFTStageConfig, description="Fine-tuning")
     export: ExportConfig = Field(default_factory=ExportConfig, description="GGUF export and llama.cpp parity check")
+    runner: RunnerConfig = Field(default_factory=RunnerConfig, description="Task runner of the sharded data stages")
 
     def project_root(self, project: str) -> Path:
         """``<data_dir>/<project>``, and the embedded-model cache next to it unless configured."""

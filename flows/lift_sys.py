@@ -50,7 +50,7 @@ def lift_sys(config: str | None = None, profile: str = "local", data_dir: str | 
                       extra={"data_dir": data_dir} if data_dir else None)
     cfg.evaluate = cfg.evaluate.model_copy(update={"system_prompt": cfg.compose.system_prompt})
     root = cfg.project_root(PROJECT)
-    run = StageTimer()
+    run = StageTimer(cfg.runner)
     prompts = run("prompts", generate_prompts, cfg.prompts, None, root / "prompts")
     irs = run("generate_ir", generate_ir, cfg.generate_ir, prompts, root / "generate_ir")
     reviewed = run("review", run_review, cfg.review, irs, root / "review")

@@ -53,7 +53,7 @@ def quantum_mind(config: str | None = None, profile: str = "local", data_dir: st
     cfg = load_config(QuantumMindConfig, PROJECT, config=config, profile=profile, overrides=overrides,
                       extra={"data_dir": data_dir} if data_dir else None)
     root = cfg.project_root(PROJECT)
-    run = StageTimer()
+    run = StageTimer(cfg.runner)
     encoded = run("encode", encode_trajectories, cfg.encode, None, root / "encode")
     generated = run("generate", generate_physics_examples, cfg.generate, encoded, root / "generate")
     verified = run("verify", verify_circuits, cfg.verify, generated / "code.jsonl", root / "verify")

@@ -1,25 +1,36 @@
-"""What every project flow does around its stages: time them and write ``summary.json``."""
+"""What every project flow does around its stages: open the configured task runner, time them and
+write ``summary.json``."""
 
 from __future__ import annotations
 
+import logging
+import os
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from tasks.reporting import publish_table
+from tasks.shards import sharding_on
 from tasks.stage import read_manifest, write_json_atomic
+
+if TYPE_CHECKING:
+    from flows.config import RunnerConfig
 
 
 class StageTimer:
-    """Calls stages, recording each one's wall time and output directory for the summary."""
+    """Calls stages inside the configured task runner, recording each one's wall time and output for the summary."""
 
-    def __init__(self) -> None:
+    def __init__(self, runner: RunnerConfig | None = None) -> None:
+        self.runner = runner
         self.stages: dict[str, dict[str, Any]] = {}
         self.manifests: dict[str, dict[str, Any]] = {}
 
     def __call__(self, name: str, task: Callable, *args, **kwargs) -> Path:
         started = time.time()
-        out = task(*args, **kwargs)
+        with scale_out(self.runner):
+            out = task(*args, **kwargs)
         manifest = read_manifest(out) or {}
         self.stages[name] = {
             "output": str(out),
@@ -39,6 +50,7 @@ class StageTimer:
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "total_wall_time_s": round(sum(s["wall_time_s"] for s in self.stages.values()), 2),
             "summary_path": str(path),
+            "runner": self.runner.kind if self.runner else "default",
             "stages": self.stages,
             **extra,
         }
@@ -47,6 +59,50 @@ class StageTimer:
                  **{f"count.{c}": n for c, n in v["counts"].items()}} for k, v in self.stages.items()]
         publish_table(f"{project}-summary", rows, f"{project}: stage outputs and wall times (summary: {path})")
         return summary
+
+
+@contextmanager
+def scale_out(cfg: RunnerConfig | None) -> Iterator[None]:
+    """Around one stage call: with ``runner.kind: dask``, a Dask task runner for the stage's shards.
+
+    The cluster starts when the stage submits its first shard (prefect-dask connects lazily), so a
+    cached stage or one that does not shard costs nothing, and it stops when the stage returns.
+    """
+    if cfg is None or cfg.kind == "default":
+        yield
+        return
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    runner = dask_task_runner(cfg)
+    # Shard tasks report to the flow's Prefect API. In ephemeral mode that API is a temporary server
+    # known to this process only; without its URL each Dask worker would start a server of its own.
+    api_url = PREFECT_API_URL.value() or _ephemeral_api_url()
+    with temporary_settings({PREFECT_API_URL: api_url}) if api_url else nullcontext(), runner, sharding_on(runner):
+        yield
+
+
+def dask_task_runner(cfg: RunnerConfig):
+    """A prefect-dask ``DaskTaskRunner``: on the cluster at ``cfg.address``, or on a local cluster of processes."""
+    # Dask logs every scheduler, nanny and worker start and stop at INFO, in this process and in each
+    # worker (which read the variable at import): keep its warnings unless the user asked for more.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    logging.getLogger("distributed").setLevel(os.environ["DASK_LOGGING__DISTRIBUTED"].upper())
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError:
+        raise RuntimeError("runner.kind=dask needs the prefect-dask package: pip install prefect-dask==0.3.7 "
+                           "(or set runner.kind=default)") from None
+    if cfg.address:
+        return DaskTaskRunner(address=cfg.address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.n_workers, "threads_per_worker": cfg.threads_per_worker,
+                                          "processes": True, "dashboard_address": ":0"})
+
+
+def _ephemeral_api_url() -> str | None:
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return str(ctx.client.api_url) if ctx and ctx.client else None
 
 
 def flow_params(args) -> dict:

@@ -7,12 +7,15 @@ The source is a local Well dataset directory (``NAME/data/{train,valid,test}/*.h
 labtune's embedded datasets (real PDE solvers, The Well's exact format) are generated into
 ``<out_dir>/../well_data`` first. Files written by that generator carry the solvers' known physics;
 after encoding, the stage scores its labels against it and fails below ``min_truth_accuracy``.
+In a flow with ``runner.kind: dask``, each local Well file is one shard on the Dask cluster, merged in
+reading order (the same ``features.jsonl`` as in-process).
 
     python -m tasks.encode_trajectories --out data/quantum_mind/encode [--source data/the_well/datasets]
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections import Counter, defaultdict
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapters import the_well
@@ -34,6 +38,7 @@ from tasks.physics_features import (
 )
 from tasks.records import write_jsonl
 from tasks.reporting import StageProgress, publish_table, say
+from tasks.shards import map_shards, shard_runner
 from tasks.stage import (
     cached,
     module_source,
@@ -154,15 +159,24 @@ def encode(cfg: EncodeConfig, inputs: Path | list[Path] | None, out_dir: Path) -
     total = the_well.count_trajectories(files) if len(local) == len(sources) else (cfg.max_trajectories or 0)
     total = min(total, cfg.max_trajectories or total)
     records, rejects = [], []
-    with stage_output(STAGE, out_dir, key, cfg, files) as out, StageProgress(f"encode {total} trajectories", total) as progress:
-        for source in sources:
-            left = None if cfg.max_trajectories is None else cfg.max_trajectories - len(records) - len(rejects)
-            for traj in the_well.read_trajectories(source, cfg.splits, left):
-                try:
-                    records.append(physics_record(physics_features.encode_trajectory(traj, cfg.thresholds)))
-                except NothingToMeasure as e:
-                    rejects.append({"file": traj.file, "trajectory": traj.index, "reason": str(e)})
-                progress.advance()
+    with stage_output(STAGE, out_dir, key, cfg, files) as out:
+        if shard_runner() is not None and len(local) == len(sources):
+            # One shard per file, merged in reading order: the same records as the loop below.
+            plan = file_plan(files, cfg.max_trajectories)
+            shards = [{"path": str(f), "limit": n, "thresholds": cfg.thresholds} for f, n in plan]
+            for shard_records, shard_rejects in map_shards(_encode_file_shard, shards, f"encode {total} trajectories "
+                                                           f"({len(plan)} files)", sizes=[n for _, n in plan]):
+                records += shard_records
+                rejects += shard_rejects
+        else:
+            if shard_runner() is not None:
+                say("[encode] hf:// sources are read in this process: sharding over files needs local files")
+            with StageProgress(f"encode {total} trajectories", total) as progress:
+                for source in sources:
+                    left = None if cfg.max_trajectories is None else cfg.max_trajectories - len(records) - len(rejects)
+                    for traj in the_well.read_trajectories(source, cfg.splits, left):
+                        _measure(traj, cfg.thresholds, records, rejects)
+                        progress.advance()
         n = len(records) + len(rejects)
         if not n:
             raise ValueError(f"encode: no trajectories found in {[str(s) for s in sources]} (splits {cfg.splits})")
@@ -187,6 +201,42 @@ def encode(cfg: EncodeConfig, inputs: Path | list[Path] | None, out_dir: Path) -
     publish_table(STAGE, check["per_dataset"], f"Physics of {len(records)} trajectories"
                   + (f": {accuracy:.1%} of {check['metrics']['truth_labels']} known labels agree" if accuracy is not None else ""))
     return out_dir
+
+
+def _measure(traj: the_well.Trajectory, thresholds: PhysicsThresholds, records: list, rejects: list) -> None:
+    """Append one trajectory's record, or its reject when it has nothing to measure."""
+    try:
+        records.append(physics_record(physics_features.encode_trajectory(traj, thresholds)))
+    except NothingToMeasure as e:
+        rejects.append({"file": traj.file, "trajectory": traj.index, "reason": str(e)})
+
+
+def file_plan(files: list[Path], max_trajectories: int | None) -> list[tuple[Path, int]]:
+    """(file, trajectories to encode from it) in reading order, at most ``max_trajectories`` in all."""
+    plan, left = [], max_trajectories
+    for f in files:
+        n = the_well.count_trajectories([f])
+        if left is not None:
+            n, left = min(n, left), left - min(n, left)
+        if n:
+            plan.append((f, n))
+    return plan
+
+
+def encode_file(path: str, limit: int, thresholds: PhysicsThresholds) -> tuple[list[PhysicsFeatures], list[dict]]:
+    """Records and rejects of the first ``limit`` trajectories of one local Well file (one shard)."""
+    records: list[PhysicsFeatures] = []
+    rejects: list[dict] = []
+    with the_well.WellFile(path) as wf:
+        for traj in itertools.islice(wf, limit):
+            _measure(traj, thresholds, records, rejects)
+    return records, rejects
+
+
+@task(name="encode-file", cache_policy=NO_CACHE, persist_result=False)
+def _encode_file_shard(path: str, limit: int, thresholds: PhysicsThresholds) -> tuple[list[PhysicsFeatures], list[dict]]:
+    """One shard of the encode stage on the flow's task runner (its result goes back to the stage, not to storage)."""
+    return encode_file(path, limit, thresholds)
 
 
 def feature_vector(m: dict) -> list[float]:

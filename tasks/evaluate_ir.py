@@ -33,12 +33,13 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adapters.sandbox import Sandbox, SandboxJob
+from adapters.teachers import TeacherError, TeacherUnavailable
 from tasks.code_blocks import code_closed, extract_code
 from tasks.compose_ir_dataset import SYSTEM_PROMPT, request_messages
 from tasks.generate_ir import parse_ir_output
 from tasks.ir_checks import BOOL_WORD, INT_WORD, precheck, requested_returns
 from tasks.records import RecordError, read_jsonl, write_jsonl
-from tasks.reporting import StageProgress, publish_table
+from tasks.reporting import StageProgress, publish_table, say
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
 from tasks.stage_cli import config_from_args, stage_parser
 
@@ -157,9 +158,19 @@ def answer_and_judge(cfg: EvaluateIRConfig, name: str, spec: str, rows: list[Eva
     try:
         judged = []
         for row in rows:
-            reply = model.generate(request_messages(row.prompt, cfg.system_prompt), max_tokens=cfg.max_tokens, temperature=0.0)
-            judged.append({"model": name, "prompt": row.prompt, "category": row.category, "answer": reply.text,
-                           **judge(row, reply.text)})
+            try:
+                text = model.generate(request_messages(row.prompt, cfg.system_prompt), max_tokens=cfg.max_tokens,
+                                      temperature=0.0).text
+            except TeacherUnavailable:
+                raise
+            except TeacherError as e:  # this prompt was refused (too long for the model, a 4xx): it scores as a miss
+                say(f"evaluate_ir: {name} refused prompt {len(judged) + 1} ({len(row.prompt)} chars): {e}")
+                judged.append({"model": name, "prompt": row.prompt, "category": row.category, "answer": "",
+                               **judge(row, ""), "refused": str(e)})
+                bar.advance()
+                continue
+            judged.append({"model": name, "prompt": row.prompt, "category": row.category, "answer": text,
+                           **judge(row, text)})
             bar.advance()
         if cfg.codegen == "same":
             _write_code(model, cfg, rows, judged)
@@ -178,7 +189,12 @@ def _write_code(model, cfg: EvaluateIRConfig, rows: list[EvalRow], judged: list[
     for row, j in zip(rows, judged):
         if row.tests and j["ir"] is not None:
             messages = [{"role": "system", "content": CODEGEN_SYSTEM}, {"role": "user", "content": json.dumps(j["ir"])}]
-            j["code"] = extract_code(model.generate(messages, max_tokens=cfg.codegen_max_tokens, temperature=0.0).text)
+            try:
+                j["code"] = extract_code(model.generate(messages, max_tokens=cfg.codegen_max_tokens, temperature=0.0).text)
+            except TeacherUnavailable:
+                raise
+            except TeacherError as e:  # no code: its tests count as failed
+                j["codegen_refused"] = str(e)
 
 
 def run_tests(cfg: EvaluateIRConfig, rows: list[EvalRow], judged: dict[str, list[dict]]) -> None:
@@ -229,7 +245,8 @@ def evaluate(cfg: EvaluateIRConfig, inputs: dict[str, Path | str], out_dir: Path
     results = {name: summarize(js) for name, js in judged.items()}
     with stage_output(STAGE, out_dir, key, keyed, files) as out:
         write_jsonl(out.tmp / "answers.jsonl", (j for js in judged.values() for j in js))
-        out.counts = {"prompts": len(rows), "models": len(models), "with_tests": sum(bool(r.tests) for r in rows)}
+        out.counts = {"prompts": len(rows), "models": len(models), "with_tests": sum(bool(r.tests) for r in rows),
+                      "refused": sum("refused" in j for js in judged.values() for j in js)}
         out.metrics = {f"{name}.{k}": v for name, r in results.items() for k, v in r.items() if v is not None}
         out.extra.update(results=results, models=models)
     publish_table(STAGE, [{"model": name, **r} for name, r in results.items()],

@@ -21,7 +21,6 @@ Writes prompts.jsonl, answers.jsonl, humaneval.jsonl, validation_log.yaml and co
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from adapters.sandbox import SandboxJob
 from tasks.code_blocks import code_closed, extract_code
 from tasks.generate_physics_examples import read_features
 from tasks.quantum_eval_prompts import EvalPrompt, build_prompts
-from tasks.records import RecordError, read_jsonl, write_jsonl
+from tasks.records import RecordError, read_json_rows, write_jsonl
 from tasks.reporting import StageProgress, publish_image, publish_table
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
 from tasks.stage_cli import config_from_args, stage_parser
@@ -86,8 +85,7 @@ def read_humaneval(path: Path, limit: int | None = None) -> list[HumanEvalTask]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"evaluate: humaneval_path {path} does not exist")
-    text = path.read_text(encoding="utf-8")
-    rows = json.loads(text) if text.lstrip().startswith("[") else list(read_jsonl(path))
+    rows = read_json_rows(path)
     tasks = []
     for n, row in enumerate(rows[:limit] if limit else rows, 1):
         try:

@@ -16,7 +16,7 @@ from pathlib import Path
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.records import ChatRecord, RecordError, write_jsonl
+from tasks.records import ChatRecord, RecordError, read_json_rows, write_jsonl
 from tasks.reporting import counts_table, publish_table, say
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
 from tasks.stage_cli import config_from_args, stage_parser
@@ -41,13 +41,11 @@ def _rows_from_file(path: Path) -> list[dict]:
     from datasets import Dataset
 
     suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        ds = Dataset.from_parquet(str(path))
-    elif suffix in {".jsonl", ".json"}:
-        ds = Dataset.from_json(str(path))
-    else:
+    if suffix in {".jsonl", ".json"}:
+        return read_json_rows(path)  # not datasets' loader: its errors name neither the file nor the line
+    if suffix != ".parquet":
         raise RecordError(f"{path}: expected a .parquet, .jsonl or .json file of QuantumLLMInstruct")
-    return ds.to_list()
+    return Dataset.from_parquet(str(path)).to_list()
 
 
 def _rows_from_hub() -> list[dict]:

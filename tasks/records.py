@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
-from typing import Any, Iterable, Literal, TypeVar
+from typing import Any, Iterable, Iterator, Literal, TypeVar
 
 import jsonlines
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -35,8 +36,12 @@ class RecordError(ValueError):
 
 def read_jsonl(path: Path) -> list[dict]:
     """Read a JSONL file; a malformed line raises RecordError naming the file and line."""
+    return [row for _, row in iter_jsonl(path)]
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, JSON object) per non-blank line; bad bytes or JSON raise RecordError naming file and line."""
     path = Path(path)
-    rows = []
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
             if not raw.strip():
@@ -51,7 +56,25 @@ def read_jsonl(path: Path) -> list[dict]:
                 raise RecordError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(row, dict):
                 raise RecordError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
+            yield lineno, row
+
+
+def read_json_rows(path: Path) -> list[dict]:
+    """Rows of a JSON array of objects or of a JSONL file; bad bytes or JSON raise RecordError naming file and line."""
+    path = Path(path)
+    raw = path.read_bytes()
+    if not raw.lstrip().startswith(b"["):
+        return read_jsonl(path)
+    try:
+        rows = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise RecordError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise RecordError(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+    for i, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise RecordError(f"{path}: record {i}: expected a JSON object, got {type(row).__name__}")
     return rows
 
 
@@ -77,11 +100,15 @@ def write_jsonl(path: Path, rows: Iterable[BaseModel | dict]) -> int:
     """Write rows atomically (temp file + rename); returns the count."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")  # unique per writer
     n = 0
-    with jsonlines.open(tmp, mode="w", compact=True) as writer:
-        for row in rows:
-            writer.write(row.model_dump(mode="json") if isinstance(row, BaseModel) else row)
-            n += 1
+    try:
+        with jsonlines.open(tmp, mode="w", compact=True) as writer:
+            for row in rows:
+                writer.write(row.model_dump(mode="json") if isinstance(row, BaseModel) else row)
+                n += 1
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     return n

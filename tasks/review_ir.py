@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from adapters.lift_ir import validate_ir
 from tasks.ir_checks import precheck
-from tasks.records import RecordError, read_jsonl, read_models, write_jsonl
+from tasks.records import RecordError, iter_jsonl, read_jsonl, read_models, write_jsonl
 from tasks.reporting import publish_table, say
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
 from tasks.stage_cli import config_from_args, stage_parser
@@ -190,18 +190,8 @@ def read_decisions_file(path: Path, items: dict[str, dict]) -> tuple[list[Stored
 
 
 def _numbered_rows(path: Path):
-    """(line number, JSON object) per non-blank line; malformed JSON names file and line."""
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise RecordError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise RecordError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            yield lineno, row
+    """(line number, JSON object) per non-blank line; bad bytes or malformed JSON name file and line."""
+    return iter_jsonl(path)
 
 
 def auto_check(item: dict) -> tuple[str, list[dict]]:

@@ -1,25 +1,45 @@
-"""Stage conventions shared by every labtune task: content hashes, manifests, atomic outputs.
+"""Stage conventions shared by every labtune task: content hashes, manifests, atomic outputs, locks.
 
 A stage writes into a temporary sibling directory, writes ``manifest.json`` last and renames
-the directory into place, so a reader never sees half-written output. A stage whose
-manifest carries the same key (config + input contents + stage source) is a cache hit.
+the directory into place, so a reader never sees half-written output. A stage whose manifest
+carries the same key (config + input contents + stage source), and whose files still have the
+sizes and digests the manifest recorded, is a cache hit; a damaged output is computed again.
+
+Runs sharing a data dir take turns per stage output: on a miss ``cached`` takes an exclusive
+``flock`` on ``<parent>/.<name>.lock``, held while the stage computes and until ``stage_output``
+has renamed the result into place (or the stage fails and drops its key). A second run of the
+same stage waits there, then finds the first one's output as a cache hit instead of computing it
+again. Temp dirs are unique per writer; one left by a killed run is removed by the next run.
 """
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
+import glob
 import hashlib
 import inspect
 import json
 import os
+import re
 import shutil
+import socket
+import threading
 import time
+import uuid
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from pydantic import BaseModel
 
+from tasks.reporting import say
+
 MANIFEST = "manifest.json"
+# Output files up to this size are re-hashed at every cache check; larger ones (model weights, GGUFs)
+# are checked by size only, which still catches truncation without reading gigabytes per run.
+VERIFY_SHA256_MAX_BYTES = 64 * 2**20
 
 
 def file_digest(path: Path) -> str:
@@ -54,12 +74,24 @@ def input_digests(inputs: Path | Sequence[Path] | dict[str, Path] | None) -> dic
     return out
 
 
-def stage_key(stage: str, cfg: BaseModel | dict | None, inputs, source: str = "") -> str:
+class StageKey(str):
+    """A stage's cache key. After a miss in ``cached`` it also carries the output's lock, so the lock
+    lives as long as the stage computing that output: ``stage_output`` releases it once the result is
+    in place, and a stage that raises (or returns) before that drops its key and with it the lock.
+    """
+
+    _lock: "_StageLock | None" = None
+
+    def __reduce__(self):  # pickled and copied as a plain string, never with its lock
+        return (str, (str(self),))
+
+
+def stage_key(stage: str, cfg: BaseModel | dict | None, inputs, source: str = "") -> StageKey:
     """Cache key of one stage run: its config, the contents of its inputs, and its code."""
     cfg_json = cfg.model_dump_json() if isinstance(cfg, BaseModel) else json.dumps(cfg, sort_keys=True, default=str)
     digests = sorted(input_digests(inputs).values())
     blob = json.dumps([stage, cfg_json, digests, hashlib.sha256(source.encode()).hexdigest()])
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+    return StageKey(hashlib.sha256(blob.encode()).hexdigest()[:24])
 
 
 OWN_PACKAGES = ("tasks", "adapters", "flows")
@@ -101,16 +133,193 @@ def read_manifest(out_dir: Path) -> dict | None:
 
 
 def cached(out_dir: Path, key: str) -> dict | None:
-    """The manifest if ``out_dir`` holds a finished output made with ``key``."""
+    """The manifest if ``out_dir`` holds an intact output made with ``key``.
+
+    On a miss the caller holds the output's lock from here until ``stage_output`` publishes (or
+    the stage drops ``key``): another run of the same stage waits in here, then gets the hit.
+    """
+    out_dir = Path(out_dir)
+    manifest = _finished(out_dir, key)
+    if manifest is not None:
+        return manifest
+    lock = _hold_lock(out_dir, key)
+    manifest = _finished(out_dir, key, report=True)
+    if manifest is not None and lock is not None:
+        if lock.waited_for:
+            say(f"[labtune] {out_dir}: finished by {lock.waited_for} while this run waited: a cache hit")
+        _let_go(lock, key)
+    return manifest
+
+
+def _finished(out_dir: Path, key: str, report: bool = False) -> dict | None:
+    """The manifest of an intact output made with ``key``, without locking (what Prefect's cache asks)."""
     manifest = read_manifest(out_dir)
-    return manifest if manifest and manifest.get("key") == key else None
+    if not manifest or manifest.get("key") != key:
+        return None
+    problem = _damage(Path(out_dir), manifest)
+    if problem:
+        if report:
+            say(f"[labtune] {out_dir}: {problem}; the output was changed after it was written, so the stage runs again")
+        return None
+    return manifest
+
+
+def _damage(out_dir: Path, manifest: dict) -> str | None:
+    """What differs between the files on disk and the sizes/digests the manifest recorded, if anything."""
+    for rel, facts in (manifest.get("integrity") or {}).items():
+        path = out_dir / rel
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return f"{rel} is missing"
+        if size != facts.get("bytes"):
+            return f"{rel} is {size} bytes on disk but was {facts.get('bytes')} bytes when written (truncated or changed)"
+        if facts.get("sha256") and file_digest(path) != facts["sha256"]:
+            return f"{rel} no longer has the sha256 recorded when it was written"
+    return None
+
+
+def _file_facts(path: Path) -> dict:
+    size = path.stat().st_size
+    return {"bytes": size, "sha256": file_digest(path) if size <= VERIFY_SHA256_MAX_BYTES else None}
+
+
+# ---- locks ---------------------------------------------------------------------------------------------
+
+class _StageLock:
+    """An exclusive ``flock`` on ``<parent>/.<name>.lock``; the file is removed as the lock is let go."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.path = out_dir.with_name(f".{out_dir.name}.lock")
+        self.waited_for: str | None = None  # who held the lock when this run had to wait
+        self._fh = None
+
+    @property
+    def held(self) -> bool:
+        return self._fh is not None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fh = open(self.path, "a+")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another run"
+                if self.waited_for is None:
+                    say(f"[labtune] {self.out_dir} is being written by {holder}; waiting for it to finish")
+                self.waited_for = holder
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                current = os.stat(self.path).st_ino == os.fstat(fh.fileno()).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            fh.close()  # the holder removed the file as it let go: lock the one that is there now
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        fh.flush()
+        self._fh = fh
+
+    def release(self) -> None:
+        fh, self._fh = self._fh, None
+        if fh is None:
+            return
+        try:
+            os.unlink(self.path)  # while still locked, so that nobody is left waiting on a removed file
+        except FileNotFoundError:
+            pass
+        fh.close()  # closing lets go of the flock
+
+    def __del__(self) -> None:
+        try:
+            self.release()
+        except Exception:  # interpreter shutdown: the kernel drops the flock with the process anyway
+            pass
+
+
+_held = threading.local()  # per thread: output dir → its lock, while some key or stage_output holds it
+
+
+def _locking() -> bool:
+    """False in the non-zero ranks of a distributed launch (torchrun, accelerate): rank 0 locks for the group."""
+    try:
+        return int(os.environ.get("WORLD_SIZE") or 1) <= 1 or int(os.environ.get("RANK") or 0) == 0
+    except ValueError:
+        return True
+
+
+def _hold_lock(out_dir: Path, key: str | None) -> _StageLock | None:
+    """The output's lock, taken now (waiting for another run) unless this thread already holds it."""
+    if not _locking():
+        return None
+    locks = getattr(_held, "locks", None)
+    if locks is None:
+        locks = _held.locks = weakref.WeakValueDictionary()
+    name = str(Path(out_dir).resolve())
+    lock = locks.get(name)
+    carried = getattr(key, "_lock", None)
+    if carried is not None and carried.held and str(carried.out_dir) == name:
+        lock = carried  # taken by ``cached`` for this key, perhaps on another thread
+    if lock is None or not lock.held:
+        lock = _StageLock(Path(name))
+        lock.acquire()
+        locks[name] = lock
+    if isinstance(key, StageKey):
+        key._lock = lock
+    return lock
+
+
+@contextmanager
+def stage_lock(out_dir: Path) -> Iterator[None]:
+    """Hold ``out_dir``'s lock (after any run writing it has finished): no stage writes it meanwhile."""
+    lock = _hold_lock(Path(out_dir), None)
+    try:
+        yield
+    finally:
+        _let_go(lock, None)
+
+
+def _let_go(lock: _StageLock | None, key: str | None) -> None:
+    if lock is not None:
+        lock.release()
+    if isinstance(key, StageKey):
+        key._lock = None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _remove_leftovers(out_dir: Path) -> None:
+    """Temp and trash dirs of runs that died mid-write (under the lock, no live locking run owns one)."""
+    pattern = re.compile(rf"\.{re.escape(out_dir.name)}\.(?:tmp|old)-(\d+)(?:-[0-9a-f]+)?")
+    for path in out_dir.parent.glob(f".{glob.escape(out_dir.name)}.*-*"):
+        m = pattern.fullmatch(path.name)
+        if m and path.is_dir() and not _alive(int(m.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            say(f"[labtune] removed {path}: left behind by a run that stopped mid-write")
+
+
+def _unique_suffix() -> str:
+    return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON via a temp file + rename so readers never see a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{_unique_suffix()}")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
     os.replace(tmp, path)
 
@@ -122,13 +331,14 @@ class StageOutput:
         self.stage, self.out_dir, self.key = stage, Path(out_dir), key
         self.cfg = cfg.model_dump(mode="json") if isinstance(cfg, BaseModel) else cfg
         self.inputs = input_digests(inputs)
-        self.tmp = self.out_dir.with_name(f".{self.out_dir.name}.tmp-{os.getpid()}")
+        self.tmp = self.out_dir.with_name(f".{self.out_dir.name}.tmp-{_unique_suffix()}")
         self.started = time.time()
         self.counts: dict[str, Any] = {}
         self.metrics: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}
 
     def publish(self) -> dict:
+        files = sorted(p for p in self.tmp.rglob("*") if p.is_file())
         manifest = {
             "stage": self.stage,
             "key": self.key,
@@ -136,32 +346,53 @@ class StageOutput:
             "inputs": self.inputs,
             "counts": self.counts,
             "metrics": self.metrics,
-            "files": sorted(str(p.relative_to(self.tmp)) for p in self.tmp.rglob("*") if p.is_file()),
+            "files": [str(p.relative_to(self.tmp)) for p in files],
+            "integrity": {str(p.relative_to(self.tmp)): _file_facts(p) for p in files},
+            "written_by": {"pid": os.getpid(), "host": socket.gethostname()},
             "wall_time_s": round(time.time() - self.started, 3),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **self.extra,
         }
         write_json_atomic(self.tmp / MANIFEST, manifest)
-        trash = self.out_dir.with_name(f".{self.out_dir.name}.old-{os.getpid()}")
-        if self.out_dir.exists():
-            os.replace(self.out_dir, trash)
-        os.replace(self.tmp, self.out_dir)
+        trash = self.out_dir.with_name(f".{self.out_dir.name}.old-{_unique_suffix()}")
+        if self.out_dir.exists() and _exchange(self.tmp, self.out_dir):
+            os.replace(self.tmp, trash)  # the temp name now holds the previous output
+        else:
+            if self.out_dir.exists():
+                os.replace(self.out_dir, trash)
+            os.replace(self.tmp, self.out_dir)
         shutil.rmtree(trash, ignore_errors=True)
         return manifest
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``), so that a reader of ``b`` never finds
+    it missing while a new output replaces an old one; False where the kernel or filesystem cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
 @contextmanager
 def stage_output(stage: str, out_dir: Path, key: str, cfg, inputs) -> Iterator[StageOutput]:
-    """Build a stage output in a temp dir; publish it only if the block finishes."""
-    out = StageOutput(stage, out_dir, key, cfg, inputs)
-    shutil.rmtree(out.tmp, ignore_errors=True)
-    out.tmp.mkdir(parents=True)
+    """Build a stage output in a temp dir; publish it only if the block finishes. Holds the output's lock."""
+    lock = _hold_lock(Path(out_dir), key)
     try:
-        yield out
-    except BaseException:
-        shutil.rmtree(out.tmp, ignore_errors=True)
-        raise
-    out.publish()
+        if lock is not None:
+            _remove_leftovers(Path(out_dir))
+        out = StageOutput(stage, out_dir, key, cfg, inputs)
+        out.tmp.mkdir(parents=True)
+        try:
+            yield out
+        except BaseException:
+            shutil.rmtree(out.tmp, ignore_errors=True)
+            raise
+        out.publish()
+    finally:
+        _let_go(lock, key)
 
 
 def prefect_cache_key(context, parameters: dict) -> str | None:
@@ -178,7 +409,7 @@ def prefect_cache_key(context, parameters: dict) -> str | None:
         key = stage_key(context.task.name, cfg, inputs, module_source(fn))
     except FileNotFoundError:
         return None
-    if not cached(Path(out_dir), key):
+    if not _finished(Path(out_dir), key):
         return None
     # The same config and inputs written to another directory is another result: Prefect's result
     # store is shared by every run on the machine, and must not hand back a path to someone else's output.

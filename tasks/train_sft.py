@@ -7,14 +7,24 @@ training. Checkpoints go to a work dir that survives a killed run; re-running re
 last checkpoint. The finished stage holds ``adapter/``, ``merged/``, ``training_log.yaml`` and
 ``loss_curve.png``.
 
+Several processes (``accelerate launch``/``torchrun``: DDP, FSDP, DeepSpeed; configs/accelerate/) split
+every global batch between them: ``per_device_train_batch_size`` x processes x accumulation samples per
+optimizer step. Process 0 decides cache hits, holds the output's lock and alone writes the outputs; the
+others wait for it at a barrier, so none reads a half-written output. On a machine without CUDA the
+processes train on CPU over gloo.
+
     python -m tasks.train_sft --mix data/ben_lab/mix --out data/ben_lab/sft --set trainer.max_steps=10
+    accelerate launch --config_file configs/accelerate/cpu_2proc.yaml -m tasks.train_sft --mix data/ben_lab/mix \
+        --out data/ben_lab/sft --set trainer.per_device_train_batch_size=2
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Literal
 
@@ -26,7 +36,7 @@ from adapters.base_models import EMBEDDED, resolve_base_model
 from tasks.records import read_chat_records
 from tasks.reporting import counts_table, publish_image, publish_table, say
 from tasks.stage_cli import config_from_args, stage_parser
-from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
+from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output, write_json_atomic
 from tasks.training_log import StepLog, plot_loss_curve
 
 STAGE = "sft"
@@ -91,6 +101,54 @@ def has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def launch_world_size() -> int:
+    """Processes of the distributed launch this process belongs to (torchrun, accelerate, mpirun); 1 for a plain run."""
+    for var in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
+        if os.environ.get(var):
+            return int(os.environ[var])
+    return 1
+
+
+class TrainingProcesses:
+    """The processes training together: this one alone, or a distributed launch (accelerate's PartialState)."""
+
+    def __init__(self) -> None:
+        self.state = None
+        if launch_world_size() > 1:
+            from accelerate import PartialState
+
+            # Without CUDA, transformers only forms a process group when told to use the CPU (gloo)
+            self.state = PartialState(cpu=not has_cuda())
+
+    @property
+    def is_main(self) -> bool:
+        return self.state is None or self.state.is_main_process
+
+    def main_first(self, local: bool = False) -> AbstractContextManager:
+        """Process 0 (with ``local``: each machine's first process) runs the block before the others enter it."""
+        if self.state is None:
+            return nullcontext()
+        return self.state.local_main_process_first() if local else self.state.main_process_first()
+
+    def agree(self, value):
+        """Process 0's ``value``, on every process."""
+        if self.state is None:
+            return value
+        from accelerate.utils import broadcast_object_list
+
+        return broadcast_object_list([value])[0]
+
+    def wait(self) -> None:
+        if self.state is not None:
+            self.state.wait_for_everyone()
+
+
+def trainer_settings(cfg: SFTStageConfig) -> dict:
+    """What goes into ``SFTConfig``: our defaults, then ``cfg.trainer``."""
+    launch = {"use_cpu": True} if launch_world_size() > 1 and not has_cuda() else {}
+    return {**TRAINER_DEFAULTS, **launch, **cfg.trainer}
+
+
 def load_model(cfg: SFTStageConfig, base: str):
     """The base model, 4-bit quantised for QLoRA when asked and a GPU is present."""
     import torch
@@ -136,7 +194,7 @@ def build_trainer(cfg: SFTStageConfig, base: str, train_rows: list[dict], val_ro
     tokenizer = AutoTokenizer.from_pretrained(base)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    args = SFTConfig(output_dir=str(output_dir), **{**TRAINER_DEFAULTS, **cfg.trainer})
+    args = SFTConfig(output_dir=str(output_dir), **trainer_settings(cfg))
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                       target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
     return SFTTrainer(model=load_model(cfg, base), args=args, train_dataset=Dataset.from_list(train_rows),
@@ -149,10 +207,13 @@ def train(cfg: SFTStageConfig, inputs: Path, out_dir: Path) -> Path:
     out_dir, mix_dir = Path(out_dir), Path(inputs)
     train_file, val_file = mix_dir / "train.jsonl", mix_dir / "val.jsonl"
     key = stage_key(STAGE, cfg, [train_file, val_file], module_source(train))
-    if cached(out_dir, key):
+    procs = TrainingProcesses()
+    # Process 0 alone asks (a miss takes the output's lock, held until it publishes); the others follow its answer.
+    if procs.agree(cached(out_dir, key) is not None if procs.is_main else None):
         return out_dir
     cache_dir = cfg.model_cache_dir or out_dir.parent.parent / "cache" / "models"
-    base = resolve_base_model(cfg.base_model, cache_dir)
+    with procs.main_first(local=True):  # one process per machine builds the embedded model's cache
+        base = resolve_base_model(cfg.base_model, cache_dir)
     train_rows, val_rows = to_prompt_completion(train_file), to_prompt_completion(val_file)
     if not train_rows:
         raise ValueError(f"{train_file}: no training records")
@@ -160,40 +221,51 @@ def train(cfg: SFTStageConfig, inputs: Path, out_dir: Path) -> Path:
     ckpt_dir = work / "checkpoints"
     log = StepLog(work / "steps.jsonl")
     trainer = build_trainer(cfg, base, train_rows, val_rows, ckpt_dir, callbacks=[log.callback()])
-    resume = last_complete_checkpoint(ckpt_dir)
+    with procs.main_first():  # process 0 deletes torn checkpoints before anyone picks one
+        resume = last_complete_checkpoint(ckpt_dir)
     before_file = work / "eval_before.json"
+    eval_before = None
     if resume:
         say(f"[sft] resuming from {resume}")
+        eval_before = json.loads(before_file.read_text()).get("eval_loss") if before_file.exists() else None
     elif cfg.eval_before and val_rows:
-        before_file.parent.mkdir(parents=True, exist_ok=True)
-        before_file.write_text(json.dumps(trainer.evaluate()))
-    eval_before = json.loads(before_file.read_text()).get("eval_loss") if before_file.exists() else None
+        eval_before = trainer.evaluate().get("eval_loss")  # every process takes part; the loss is gathered
+        if procs.is_main:
+            write_json_atomic(before_file, {"eval_loss": eval_before})
 
     started = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.time() - started
     eval_after = trainer.evaluate().get("eval_loss") if val_rows else None
+    adapter = None
+    if procs.state is not None:
+        # Collective: gathers sharded weights (FSDP, ZeRO-3); only process 0 writes them
+        adapter = work / "adapter"
+        trainer.save_model(str(adapter))
+        procs.wait()
 
-    with stage_output(STAGE, out_dir, key, cfg, [train_file, val_file]) as out:
-        _save(trainer, cfg, base, out.tmp)
-        steps = log.rows()
-        tokens = int(trainer.state.num_input_tokens_seen - log.tokens_at_start)  # this process's share only
-        out.metrics = {
-            "eval_loss_before": eval_before, "eval_loss_after": eval_after,
-            "train_loss": result.training_loss, "global_steps": trainer.state.global_step,
-            "resumed_from_step": int(Path(resume).name.split("-")[-1]) if resume else 0,
-            "non_padding_tokens": tokens, "tokens_per_s": round(tokens / train_seconds, 1) if train_seconds else None,
-            "train_seconds": round(train_seconds, 1),
-        }
-        out.counts = {"train_records": len(train_rows), "val_records": len(val_rows)}
-        out.extra["base_model"] = base
-        training_log = {"config": cfg.model_dump(mode="json"), "trainer": {**TRAINER_DEFAULTS, **cfg.trainer},
-                        "metrics": out.metrics, "steps": steps}
-        (out.tmp / "training_log.yaml").write_text(yaml.safe_dump(training_log, sort_keys=False))
-        plot_loss_curve(steps, eval_before, eval_after, out.tmp / "loss_curve.png")
-    shutil.rmtree(work, ignore_errors=True)
-    publish_table("sft", counts_table(out.counts, out.metrics), "SFT: eval loss before/after, throughput")
-    publish_image("sft-loss-curve", out_dir / "loss_curve.png", "SFT loss curve")
+    if procs.is_main:
+        with stage_output(STAGE, out_dir, key, cfg, [train_file, val_file]) as out:
+            _save(trainer, cfg, base, out.tmp, adapter)
+            steps = log.rows()
+            tokens = int(trainer.state.num_input_tokens_seen - log.tokens_at_start)  # summed over all processes
+            out.metrics = {
+                "eval_loss_before": eval_before, "eval_loss_after": eval_after,
+                "train_loss": result.training_loss, "global_steps": trainer.state.global_step,
+                "resumed_from_step": int(Path(resume).name.split("-")[-1]) if resume else 0,
+                "non_padding_tokens": tokens, "tokens_per_s": round(tokens / train_seconds, 1) if train_seconds else None,
+                "train_seconds": round(train_seconds, 1), "processes": trainer.args.world_size,
+            }
+            out.counts = {"train_records": len(train_rows), "val_records": len(val_rows)}
+            out.extra["base_model"] = base
+            training_log = {"config": cfg.model_dump(mode="json"), "trainer": trainer_settings(cfg),
+                            "metrics": out.metrics, "steps": steps}
+            (out.tmp / "training_log.yaml").write_text(yaml.safe_dump(training_log, sort_keys=False))
+            plot_loss_curve(steps, eval_before, eval_after, out.tmp / "loss_curve.png")
+        shutil.rmtree(work, ignore_errors=True)
+        publish_table("sft", counts_table(out.counts, out.metrics), "SFT: eval loss before/after, throughput")
+        publish_image("sft-loss-curve", out_dir / "loss_curve.png", "SFT loss curve")
+    procs.wait()  # the other processes return once process 0 has published the output
     return out_dir
 
 
@@ -214,13 +286,20 @@ def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
     return None
 
 
-def _save(trainer, cfg: SFTStageConfig, base: str, dest: Path) -> None:
-    """Adapter + merged model, both with the tokenizer's original chat template."""
+def _save(trainer, cfg: SFTStageConfig, base: str, dest: Path, adapter: Path | None = None) -> None:
+    """Adapter + merged model, both with the tokenizer's original chat template.
+
+    ``adapter``: the adapter as ``Trainer.save_model`` wrote it in a distributed run (else the model in memory).
+    """
     tokenizer = trainer.processing_class
-    trainer.model.save_pretrained(dest / "adapter")
+    if adapter is None:
+        trainer.model.save_pretrained(dest / "adapter")
+    else:
+        shutil.copytree(adapter, dest / "adapter", ignore=shutil.ignore_patterns("training_args.bin"))
     tokenizer.save_pretrained(dest / "adapter")
-    if cfg.quantization == "4bit" and has_cuda():
-        # Merging into 4-bit weights loses precision: merge into a full-precision copy of the base.
+    if adapter is not None or (cfg.quantization == "4bit" and has_cuda()):
+        # Merging into 4-bit weights loses precision, and a sharded model (FSDP, ZeRO-3) holds no full
+        # weights in memory: merge the saved adapter into a full-precision copy of the base.
         import torch
         from peft import PeftModel
         from transformers import AutoModelForCausalLM

@@ -30,6 +30,9 @@ items that passed, ``bp_batch`` structures per sandbox job.
 
     python -m tasks.verify_circuits --input code.jsonl --output results.jsonl   # plain checker; exit 1 if any item fails
     python -m tasks.verify_circuits --input code.jsonl --out data/quantum_mind/verify   # the stage
+
+In a flow with ``runner.kind: dask``, blocks of ``shard_items`` items are shards on the Dask cluster, each
+with a sandbox of its own; rows are merged in input order (the same verdicts as in-process).
 """
 
 from __future__ import annotations
@@ -42,12 +45,14 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from adapters.sandbox import DEFAULT_PRELOAD, Sandbox, SandboxJob, SandboxResult
 from tasks import barren_plateau, circuit_checks  # run in the sandbox; imported here (no qiskit at import) so the stage key covers them
 from tasks.records import RecordError, read_jsonl, write_jsonl
 from tasks.reporting import StageProgress, publish_table
+from tasks.shards import map_shards, shard_runner
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
 from tasks.stage_cli import config_from_args, stage_parser
 
@@ -79,6 +84,8 @@ class VerifyConfig(BaseModel):
     fail_on_plateau: bool = Field(False, description="Reject items whose circuit sits on a barren plateau")
     max_reject_rate: float = Field(0.5, ge=0, le=1, description="The stage fails when a larger share of items is rejected")
     seed: int = Field(0, description="Seed of the random parameter draws")
+    shard_items: int = Field(500, ge=1, description="Items per shard when the flow runs on Dask (runner.kind: dask); "
+                                                    "each shard starts a sandbox of its own (a few seconds)")
 
     @model_validator(mode="after")
     def _thresholds(self):
@@ -247,9 +254,16 @@ def verify(cfg: VerifyConfig, inputs: Path | list[Path], out_dir: Path) -> Path:
     items = read_items(paths)
     if not items:
         raise ValueError(f"verify: no items in {', '.join(map(str, paths))}")
-    with CircuitVerifier(cfg) as verifier:
-        rows = verifier.verify(items)
-        isolation = verifier.sandbox.isolation
+    if shard_runner() is not None:
+        blocks = [items[i:i + cfg.shard_items] for i in range(0, len(items), cfg.shard_items)]
+        shards = map_shards(_verify_shard, [{"cfg": cfg, "items": b} for b in blocks],
+                            f"verify {len(items)} code blocks ({len(blocks)} shards)", sizes=[len(b) for b in blocks])
+        rows = [row for shard_rows, _ in shards for row in shard_rows]
+        isolation = _weakest([iso for _, iso in shards])
+    else:
+        with CircuitVerifier(cfg) as verifier:
+            rows = verifier.verify(items)
+            isolation = verifier.sandbox.isolation
     counts, metrics = summarize(rows)
     if counts["rejected"] > cfg.max_reject_rate * len(rows):
         first = next(r for r in rows if not r["passed"])
@@ -266,6 +280,19 @@ def verify(cfg: VerifyConfig, inputs: Path | list[Path], out_dir: Path) -> Path:
     publish_table(STAGE, [{"name": k, "value": v} for k, v in {**counts, **metrics}.items()],
                   f"Verify: {counts['passed']}/{counts['items']} code blocks passed")
     return out_dir
+
+
+@task(name="verify-shard", cache_policy=NO_CACHE, persist_result=False)
+def _verify_shard(cfg: VerifyConfig, items: list[CodeItem]) -> tuple[list[dict], dict]:
+    """One shard of the verify stage on the flow's task runner: (result rows in item order, sandbox isolation)."""
+    with CircuitVerifier(cfg) as verifier:
+        return verifier.verify(items, progress=False), verifier.sandbox.isolation
+
+
+def _weakest(isolations: list[dict]) -> dict:
+    """The isolation every shard had: a layer counts only when it applied on every worker."""
+    first = isolations[0]
+    return {k: all(iso.get(k) for iso in isolations) if isinstance(v, bool) else v for k, v in first.items()}
 
 
 @task(name=STAGE, cache_key_fn=prefect_cache_key, persist_result=True)
