@@ -9,14 +9,13 @@ negatives → LoRA → GGUF → Ollama, scored on held-out prompts against the b
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from prefect import flow
 from pydantic import Field
 
-from flows.config import ProjectConfig, add_common_args, load_config
-from flows.runner import StageTimer, flow_params, run_flow_cli
+from flows.config import ProjectConfig, load_config
+from flows.runner import StageTimer, project_main
 from tasks.compose_ir_dataset import ComposeConfig, compose_ir_dataset
 from tasks.evaluate_ir import EvaluateIRConfig, evaluate_ir
 from tasks.export_gguf import export_gguf
@@ -79,10 +78,7 @@ def lift_sys(config: str | None = None, profile: str = "local", data_dir: str | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.lift_sys", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser, PROJECT)
-    return run_flow_cli(lift_sys, PROJECT, LiftSysConfig, flow_params(parser.parse_args(argv)))
+    return project_main(lift_sys, PROJECT, LiftSysConfig, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -7,14 +7,13 @@ mixed with QuantumLLMInstruct → (Q)LoRA → GGUF → Ollama. Deployed as ``qua
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from prefect import flow
 from pydantic import Field
 
-from flows.config import ProjectConfig, add_common_args, load_config
-from flows.runner import StageTimer, flow_params, run_flow_cli
+from flows.config import ProjectConfig, load_config
+from flows.runner import StageTimer, project_main
 from tasks.reporting import say
 from tasks.encode_trajectories import EncodeConfig, encode_trajectories
 from tasks.evaluate_quantum import EvaluateConfig, evaluate_quantum
@@ -112,11 +111,9 @@ def _code_only_model(cfg: QuantumMindConfig, run: StageTimer, root, instruct, dr
     exported = run("export_code_only", export_gguf, export_cfg, [tuned, mixed / "val.jsonl"], root / "export_code_only")
     return exported / run.manifests["export_code_only"]["gguf"]["f16"]
 
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.quantum_mind", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser, PROJECT)
-    return run_flow_cli(quantum_mind, PROJECT, QuantumMindConfig, flow_params(parser.parse_args(argv)))
+    return project_main(quantum_mind, PROJECT, QuantumMindConfig, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -128,3 +128,15 @@ def run_flow_cli(flow_fn, project: str, config_model, params: dict, user_errors:
           f"GGUF parity {summary.get('parity_rate')}; installed in Ollama: {summary.get('installed')}")
     print(f"summary: {summary.get('summary_path')}")
     return 0
+
+
+def project_main(flow_fn, project: str, config_model, doc: str, argv: list[str] | None = None) -> int:
+    """``python -m flows.<project>`` for a flow that takes only the common options."""
+    import argparse
+
+    from flows.config import add_common_args
+
+    parser = argparse.ArgumentParser(prog=f"python -m flows.{project.replace('-', '_')}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser, project)
+    return run_flow_cli(flow_fn, project, config_model, flow_params(parser.parse_args(argv)))
