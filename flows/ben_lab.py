@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from prefect import flow
 from pydantic import Field
@@ -44,9 +45,8 @@ def ben_lab(config: str | None = None, profile: str = "local", data_dir: str | N
     cfg = load_config(BenLabConfig, PROJECT, config=config, profile=profile, overrides=overrides, extra=extra)
     root = cfg.project_root(PROJECT)
     run = StageTimer(cfg.runner)
-    harvested = run("harvest", harvest_experiments, cfg.harvest, None, root / "harvest")
-    described = run("describe", describe_experiments, cfg.describe, harvested, root / "describe")
-    mixed = run("mix", mix_datasets, cfg.mix, [described / "chat.jsonl"], root / "mix")
+    mixed = data_stages(cfg, root, run)
+    described = run.stages["describe"]["output"]
     tuned = run("sft", train_sft, cfg.sft, mixed, root / "sft")
     exported = run("export", export_gguf, cfg.export, [tuned, mixed / "val.jsonl"], root / "export")
     installed = run("install", install_ollama, cfg.install, exported, root / "install")
@@ -59,8 +59,15 @@ def ben_lab(config: str | None = None, profile: str = "local", data_dir: str | N
         gguf={k: str(exported / v) for k, v in export.get("gguf", {}).items()},
         installed=bool(install.get("installed")), ollama_model=cfg.install.model_name,
         install_command=install.get("command"), install_dir=str(installed),
-        lab_instructions=str(described / "lab_instructions.jsonl"),
+        lab_instructions=str(Path(described) / "lab_instructions.jsonl"),
     )
+
+
+def data_stages(cfg: BenLabConfig, root: Path, run: StageTimer) -> Path:
+    """harvest → describe → mix: the training data (also what the tuning agent trains its trials on)."""
+    harvested = run("harvest", harvest_experiments, cfg.harvest, None, root / "harvest")
+    described = run("describe", describe_experiments, cfg.describe, harvested, root / "describe")
+    return run("mix", mix_datasets, cfg.mix, [described / "chat.jsonl"], root / "mix")
 
 
 def main(argv: list[str] | None = None) -> int:

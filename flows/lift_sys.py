@@ -10,6 +10,7 @@ negatives → LoRA → GGUF → Ollama, scored on held-out prompts against the b
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from prefect import flow
 from pydantic import Field
@@ -50,11 +51,7 @@ def lift_sys(config: str | None = None, profile: str = "local", data_dir: str | 
     cfg.evaluate = cfg.evaluate.model_copy(update={"system_prompt": cfg.compose.system_prompt})
     root = cfg.project_root(PROJECT)
     run = StageTimer(cfg.runner)
-    prompts = run("prompts", generate_prompts, cfg.prompts, None, root / "prompts")
-    irs = run("generate_ir", generate_ir, cfg.generate_ir, prompts, root / "generate_ir")
-    reviewed = run("review", run_review, cfg.review, irs, root / "review")
-    negatives = run("negatives", make_negatives, cfg.negatives, reviewed / "accepted.jsonl", root / "negatives")
-    composed = run("compose", compose_ir_dataset, cfg.compose, [reviewed, negatives], root / "compose")
+    composed = data_stages(cfg, root, run)
     tuned = run("sft", train_sft, cfg.sft, composed, root / "sft")
     exported = run("export", export_gguf, cfg.export, [tuned, composed / "val.jsonl"], root / "export")
     installed = run("install", install_ollama, cfg.install, exported, root / "install")
@@ -75,6 +72,15 @@ def lift_sys(config: str | None = None, profile: str = "local", data_dir: str | 
         install_command=m["install"].get("command"), install_dir=str(installed),
         dataset=str(composed),
     )
+
+
+def data_stages(cfg: LiftSysConfig, root: Path, run: StageTimer) -> Path:
+    """prompts → teacher IRs → review → negatives → compose: the training data (train/val/test splits)."""
+    prompts = run("prompts", generate_prompts, cfg.prompts, None, root / "prompts")
+    irs = run("generate_ir", generate_ir, cfg.generate_ir, prompts, root / "generate_ir")
+    reviewed = run("review", run_review, cfg.review, irs, root / "review")
+    negatives = run("negatives", make_negatives, cfg.negatives, reviewed / "accepted.jsonl", root / "negatives")
+    return run("compose", compose_ir_dataset, cfg.compose, [reviewed, negatives], root / "compose")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ mixed with QuantumLLMInstruct → (Q)LoRA → GGUF → Ollama. Deployed as ``qua
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from prefect import flow
 from pydantic import Field
@@ -53,17 +54,9 @@ def quantum_mind(config: str | None = None, profile: str = "local", data_dir: st
                       extra={"data_dir": data_dir} if data_dir else None)
     root = cfg.project_root(PROJECT)
     run = StageTimer(cfg.runner)
-    encoded = run("encode", encode_trajectories, cfg.encode, None, root / "encode")
-    generated = run("generate", generate_physics_examples, cfg.generate, encoded, root / "generate")
-    verified = run("verify", verify_circuits, cfg.verify, generated / "code.jsonl", root / "verify")
-    selected = run("select", select_verified, cfg.select, [generated, verified], root / "select")
-    instruct = run("instruct", load_quantum_instruct, cfg.instruct, None, root / "instruct")
-    mix_cfg, mix_files, dropped = available_sources(cfg.mix, {
-        "quantum_llm_instruct": instruct / "instruct.jsonl", "physics_augmented": selected / "physics.jsonl",
-        "physics_reasoning": selected / "reasoning.jsonl"})
-    if dropped:
-        say(f"[quantum-mind] no records for {dropped}: mixing the remaining sources with renormalised weights")
-    mixed = run("mix", mix_datasets, mix_cfg, mix_files, root / "mix")
+    mixed = data_stages(cfg, root, run)
+    encoded, selected, instruct = (Path(run.stages[k]["output"]) for k in ("encode", "select", "instruct"))
+    dropped = _mix_sources(cfg, instruct, selected)[2]
     tuned = run("sft", train_sft, cfg.sft, mixed, root / "models" / "checkpoints" / cfg.run_name)
     exported = run("export", export_gguf, cfg.export, [tuned, mixed / "val.jsonl"], root / "export")
     installed = run("install", install_ollama, cfg.install, exported, root / "install")
@@ -97,6 +90,26 @@ def quantum_mind(config: str | None = None, profile: str = "local", data_dir: st
         code_only_model=str(code_only) if code_only else
         ("skipped: no QuantumLLMInstruct records to train it on (set instruct.path)" if cfg.run_evaluate and cfg.code_only else None),
     )
+
+
+def data_stages(cfg: QuantumMindConfig, root: Path, run: StageTimer) -> Path:
+    """encode → generate → verify → select, + QuantumLLMInstruct → mix: the training data."""
+    encoded = run("encode", encode_trajectories, cfg.encode, None, root / "encode")
+    generated = run("generate", generate_physics_examples, cfg.generate, encoded, root / "generate")
+    verified = run("verify", verify_circuits, cfg.verify, generated / "code.jsonl", root / "verify")
+    selected = run("select", select_verified, cfg.select, [generated, verified], root / "select")
+    instruct = run("instruct", load_quantum_instruct, cfg.instruct, None, root / "instruct")
+    mix_cfg, mix_files, dropped = _mix_sources(cfg, instruct, selected)
+    if dropped:
+        say(f"[quantum-mind] no records for {dropped}: mixing the remaining sources with renormalised weights")
+    return run("mix", mix_datasets, mix_cfg, mix_files, root / "mix")
+
+
+def _mix_sources(cfg: QuantumMindConfig, instruct: Path, selected: Path):
+    """(mix config, files, dropped source names): sources without records are left out, weights renormalised."""
+    return available_sources(cfg.mix, {
+        "quantum_llm_instruct": instruct / "instruct.jsonl", "physics_augmented": selected / "physics.jsonl",
+        "physics_reasoning": selected / "reasoning.jsonl"})
 
 
 def _code_only_model(cfg: QuantumMindConfig, run: StageTimer, root, instruct, dropped: list[str]):

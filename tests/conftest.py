@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,30 @@ def write_chat_records(path: Path, n: int, start: int = 0) -> Path:
                              {"role": "assistant", "content": f"{phase}: string order {b:.3f}, magnetization {a:.3f}."}],
                 "source": "test", "kind": "phase", "meta": {"i": i}}) + "\n")
     return path
+
+
+def answer_pauses(run: dict, answers: list[dict], shown: list[str], errors: list[BaseException]) -> None:
+    """A person at the Prefect UI: wait for each pause of the flow run ``run["id"]``, read its form text,
+    resume it with the next answer. Exceptions go to ``errors`` (the test asserts it is empty)."""
+    from prefect.client.orchestration import get_client
+    from prefect.flow_runs import resume_flow_run
+    from prefect.input.actions import read_flow_run_input
+    from prefect.input.run_input import keyset_from_paused_state
+
+    try:
+        answered: set[str] = set()
+        with get_client(sync_client=True) as client:
+            for answer in answers:
+                deadline = time.monotonic() + 90
+                while True:
+                    state = client.read_flow_run(run["id"]).state if "id" in run else None
+                    if state is not None and state.is_paused() and state.state_details.pause_key not in answered:
+                        break
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"the flow run never paused for answer {answer}")
+                    time.sleep(0.2)
+                answered.add(state.state_details.pause_key)
+                shown.append(read_flow_run_input(keyset_from_paused_state(state)["description"], flow_run_id=run["id"]))
+                resume_flow_run(run["id"], run_input=answer)
+    except Exception as e:
+        errors.append(e)

@@ -7,15 +7,22 @@ import pytest
 from flows.config import CONFIG_DIR, PROFILES, ConfigError, load_config
 
 
+PROJECTS = ["ben-lab", "quantum-mind", "lift-sys", "indra-quantum", "tuning-agent"]
+
+
 def project_models():
     from flows.ben_lab import BenLabConfig
+    from flows.indra_quantum import IndraQuantumConfig
+    from flows.lift_sys import LiftSysConfig
     from flows.quantum_mind import QuantumMindConfig
+    from flows.tuning_agent import TuningAgentConfig
 
-    return {"ben-lab": BenLabConfig, "quantum-mind": QuantumMindConfig}
+    return {"ben-lab": BenLabConfig, "quantum-mind": QuantumMindConfig, "lift-sys": LiftSysConfig,
+            "indra-quantum": IndraQuantumConfig, "tuning-agent": TuningAgentConfig}
 
 
 @pytest.mark.parametrize("profile", PROFILES)
-@pytest.mark.parametrize("project", ["ben-lab", "quantum-mind"])
+@pytest.mark.parametrize("project", PROJECTS)
 def test_shipped_configs_validate(project, profile):
     cfg = load_config(project_models()[project], project, profile=profile)
     assert cfg.profile == profile
@@ -23,7 +30,7 @@ def test_shipped_configs_validate(project, profile):
 
 def test_every_yaml_belongs_to_a_project():
     shipped = {p.stem for p in CONFIG_DIR.glob("*.yaml")}
-    assert shipped <= {m.replace("-", "_") for m in project_models()} | {"quantum_mind", "lift_sys", "indra_quantum", "tuning_agent"}
+    assert shipped == {m.replace("-", "_") for m in project_models()}
 
 
 def test_gpu_profile_uses_the_seed_sizes():
@@ -116,7 +123,7 @@ def test_prefect_yaml_deploys_every_project_flow():
 
     spec = yaml.safe_load((CONFIG_DIR.parent / "prefect.yaml").read_text())
     names = {d["name"]: d for d in spec["deployments"]}
-    assert {"ben-lab", "quantum-mind-v2", "lift-sys"} <= set(names)
+    assert {"ben-lab", "quantum-mind-v2", "lift-sys", "indra-quantum", "tuning-agent"} <= set(names)
     for d in names.values():
         path, fn = d["entrypoint"].split(":")
         module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
@@ -141,3 +148,25 @@ def test_lift_sys_gpu_profile_is_the_seed_recipe():
 
     args = SFTConfig(output_dir="unused", **{**TRAINER_DEFAULTS, **t, "bf16": False})  # bf16 needs a GPU here
     assert args.load_best_model_at_end and args.eval_strategy == args.save_strategy == "steps"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_tuning_trial_is_a_valid_trl_config(profile):
+    """Each point of the shipped search space, with the trial budget in place, builds a TRL SFTConfig."""
+    from trl import SFTConfig
+
+    from flows.tuning_agent import PROJECTS as TUNED, TuningAgentConfig
+    from tasks.sft_trial import TrialSpec, trial_sft
+    from tasks.train_sft import TRAINER_DEFAULTS
+
+    cfg = load_config(TuningAgentConfig, "tuning-agent", profile=profile)
+    project = load_config(TUNED[cfg.project][0], cfg.project, profile=profile, overrides=cfg.project_overrides)
+    space = cfg.tune.space
+    for point in space.all_points()[:: max(1, space.n_points // 12)]:
+        spec = TrialSpec(sft=space.apply(project.sft, point), trial=cfg.tune.trial, values=space.values(point))
+        trainer = {**TRAINER_DEFAULTS, **trial_sft(spec).trainer, "bf16": False}
+        args = SFTConfig(output_dir="unused", **trainer)
+        assert args.max_steps == cfg.tune.trial.steps and args.eval_steps == args.save_steps == cfg.tune.trial.eval_every
+        assert args.load_best_model_at_end and args.metric_for_best_model == "eval_loss"
+    if profile == "gpu":  # the wider space is above QAOA's qubit limit: the solver order must hold a fallback
+        assert space.n_variables > 16 and cfg.tune.fmqa.solvers[0] == "qaoa" and "annealing" in cfg.tune.fmqa.solvers

@@ -6,7 +6,6 @@ import contextvars
 import copy
 import json
 import threading
-import time
 
 import pytest
 from prefect import flow
@@ -14,6 +13,7 @@ from prefect import flow
 from tasks.records import RecordError, read_jsonl
 from tasks.review_ir import (ReviewConfig, StoredDecision, append_decisions, ir_sha, load_store, review, review_in_ui,
                              run_review)
+from tests.conftest import answer_pauses
 
 PROMPT = ("Write a function classify_sign(n: int) -> str that returns 'positive' when n > 0, "
           "'negative' when n < 0 and 'zero' otherwise.")
@@ -176,36 +176,10 @@ def review_flow(cfg: ReviewConfig, irs: str, out_dir: str) -> str:
     return str(run_review(cfg, irs, out_dir))
 
 
-def _answer_pauses(answers: list[dict], shown: list[str], errors: list[BaseException]) -> None:
-    """Reviewer stand-in: wait for each pause of the flow run, read its form text, resume it with the next answer."""
-    from prefect.client.orchestration import get_client
-    from prefect.flow_runs import resume_flow_run
-    from prefect.input.actions import read_flow_run_input
-    from prefect.input.run_input import keyset_from_paused_state
-
-    try:
-        answered: set[str] = set()
-        with get_client(sync_client=True) as client:
-            for answer in answers:
-                deadline = time.monotonic() + 90
-                while True:
-                    state = client.read_flow_run(RUN["id"]).state if "id" in RUN else None
-                    if state is not None and state.is_paused() and state.state_details.pause_key not in answered:
-                        break
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"the flow run never paused for answer {answer}")
-                    time.sleep(0.2)
-                answered.add(state.state_details.pause_key)
-                shown.append(read_flow_run_input(keyset_from_paused_state(state)["description"], flow_run_id=RUN["id"]))
-                resume_flow_run(RUN["id"], run_input=answer)
-    except Exception as e:  # surfaced by the test's assertion on `errors`
-        errors.append(e)
-
-
 def _run_with_reviewer(cfg, irs, out_dir, answers):
     RUN.clear()
     shown, errors = [], []
-    reviewer = threading.Thread(target=contextvars.copy_context().run, args=(_answer_pauses, answers, shown, errors), daemon=True)
+    reviewer = threading.Thread(target=contextvars.copy_context().run, args=(answer_pauses, RUN, answers, shown, errors), daemon=True)
     reviewer.start()
     result = review_flow(cfg, str(irs), str(out_dir))
     reviewer.join(timeout=30)
