@@ -77,7 +77,7 @@ def indra_quantum(config: str | None = None, profile: str = "local", data_dir: s
     root = cfg.project_root(PROJECT)
     cache = {"model_cache_dir": cfg.sft.model_cache_dir}
     teacher_cfg = cfg.teacher.model_copy(update=cache)
-    run = StageTimer()
+    run = StageTimer(cfg.runner)
     data = run("data", indra_data, cfg.data.model_copy(update=cache), None, root / "data")
     live = cfg.train.objective.teacher == "live"
     precompute = any(cfg.ablation.distill) and not live

@@ -14,8 +14,6 @@ within ``max_param_spread``) and writes ``results.json``, ``samples.jsonl``, a t
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import json
 import math
 import time
@@ -25,13 +23,14 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.base_models import resolve_base_model
-from tasks.indra_data import load_blocks
+from tasks.indra_data import add_input_args, cli_inputs, load_blocks
 from tasks.indra_plots import plot_ablation
 from tasks.reporting import publish_image, publish_markdown, publish_table, say
 from tasks.stage import (
+    cache_key_on,
     cached,
+    code_digest,
     module_source,
-    prefect_cache_key,
     read_manifest,
     stage_key,
     stage_output,
@@ -61,9 +60,7 @@ class EvaluateIndraConfig(BaseModel):
 
 
 def _key(cfg: EvaluateIndraConfig) -> dict:
-    spec = importlib.util.find_spec("tasks.indra_model")
-    code = Path(spec.origin).read_bytes() if spec and spec.origin else b""
-    return {"config": cfg.model_dump(mode="json", exclude={"model_cache_dir"}), "model_code": hashlib.sha256(code).hexdigest()}
+    return {"config": cfg.model_dump(mode="json", exclude={"model_cache_dir"}), "model_code": code_digest("tasks.indra_model")}
 
 
 def evaluate(cfg: EvaluateIndraConfig, inputs: dict[str, Path], out_dir: Path) -> Path:
@@ -226,12 +223,7 @@ def greedy(model, prompt_ids: list[int], max_new_tokens: int, eos_id: int | None
     return new
 
 
-def _cache_key(context, parameters: dict) -> str | None:
-    cfg = parameters.get("cfg")
-    return prefect_cache_key(context, {**parameters, "cfg": _key(cfg)}) if cfg is not None else None
-
-
-@task(name=STAGE, cache_key_fn=_cache_key, persist_result=True)
+@task(name=STAGE, cache_key_fn=cache_key_on(_key), persist_result=True)
 def evaluate_indra(cfg: EvaluateIndraConfig, inputs: dict[str, Path], out_dir: Path) -> Path:
     """Prefect task: the ablation table (perplexity, samples, latency, parameters)."""
     return evaluate(cfg, inputs, out_dir)
@@ -239,12 +231,10 @@ def evaluate_indra(cfg: EvaluateIndraConfig, inputs: dict[str, Path], out_dir: P
 
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser("python -m tasks.evaluate_indra", __doc__, EvaluateIndraConfig)
-    parser.add_argument("--data", type=Path, required=True, help="indra_data output dir")
-    parser.add_argument("--teacher", type=Path, help="indra_teacher output dir (its perplexity is the reference line)")
+    add_input_args(parser, "indra_teacher output dir (its perplexity is the reference line)")
     parser.add_argument("--run", action="append", required=True, metavar="NAME=DIR", help="a train_indra output (repeatable)")
-    parser.add_argument("--out", type=Path, required=True, help="output directory")
     args = parser.parse_args(argv)
-    inputs = {"data": args.data, **({"teacher": args.teacher} if args.teacher else {})}
+    inputs = cli_inputs(args)
     for spec in args.run:
         name, _, path = spec.partition("=")
         if not path or name in RESERVED:

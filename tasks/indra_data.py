@@ -220,6 +220,18 @@ def pack(docs: list[list[int]], block_len: int, eos: int) -> tuple[np.ndarray, n
     return blocks, lengths
 
 
+def add_input_args(parser, teacher_help: str) -> None:
+    """``--data``, ``--teacher`` and ``--out`` for the stages that read the token blocks (train, evaluate)."""
+    parser.add_argument("--data", type=Path, required=True, help="indra_data output dir")
+    parser.add_argument("--teacher", type=Path, help=teacher_help)
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+
+
+def cli_inputs(args) -> dict[str, Path]:
+    """The stage inputs from ``add_input_args`` options."""
+    return {"data": args.data, **({"teacher": args.teacher} if args.teacher else {})}
+
+
 def load_blocks(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(blocks, lengths) of a split, memory-mapped."""
     data_dir = Path(data_dir)

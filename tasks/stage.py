@@ -395,6 +395,23 @@ def stage_output(stage: str, out_dir: Path, key: str, cfg, inputs) -> Iterator[S
         _let_go(lock, key)
 
 
+def cache_key_on(key_of):
+    """A ``cache_key_fn`` like ``prefect_cache_key`` for a stage that keys on ``key_of(cfg)`` instead of the whole config."""
+    def cache_key(context, parameters: dict) -> str | None:
+        cfg = parameters.get("cfg")
+        return prefect_cache_key(context, {**parameters, "cfg": key_of(cfg)}) if cfg is not None else None
+
+    return cache_key
+
+
+def code_digest(module: str) -> str:
+    """SHA-256 of a module's source file, found without importing it (for code a stage imports lazily)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    return hashlib.sha256(Path(spec.origin).read_bytes() if spec and spec.origin else b"").hexdigest()
+
+
 def prefect_cache_key(context, parameters: dict) -> str | None:
     """Prefect ``cache_key_fn``: the stage key, but only while its output is still on disk.
 

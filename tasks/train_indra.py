@@ -17,8 +17,6 @@ and the plots.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import json
 import math
 import shutil
@@ -38,7 +36,7 @@ from tasks.indra_checkpoints import (
     save_checkpoint,
     truncate_csv,
 )
-from tasks.indra_data import load_blocks
+from tasks.indra_data import add_input_args, cli_inputs, load_blocks
 from tasks.indra_objective import ObjectiveConfig, combined_loss
 from tasks.indra_plots import plot_training
 from tasks.indra_teacher import TeacherConfig, open_teacher
@@ -50,9 +48,10 @@ from tasks.reporting import (
     say,
 )
 from tasks.stage import (
+    cache_key_on,
     cached,
+    code_digest,
     module_source,
-    prefect_cache_key,
     read_manifest,
     stage_key,
     stage_output,
@@ -120,10 +119,8 @@ class Interrupted(RuntimeError):
 
 def key_config(cfg: TrainIndraConfig) -> dict:
     """What the stage key hashes: the config and the model's code (imported lazily, so not in module_source)."""
-    spec = importlib.util.find_spec("tasks.indra_model")
-    code = Path(spec.origin).read_bytes() if spec and spec.origin else b""
     return {"config": cfg.model_dump(mode="json", exclude={"threads", "save_every_steps", "keep_checkpoints"}),
-            "model_code": hashlib.sha256(code).hexdigest()}
+            "model_code": code_digest("tasks.indra_model")}
 
 
 def train(cfg: TrainIndraConfig, inputs: dict[str, Path], out_dir: Path,
@@ -335,12 +332,7 @@ def _schedule(cfg: OptimConfig, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def _cache_key(context, parameters: dict) -> str | None:
-    cfg = parameters.get("cfg")
-    return prefect_cache_key(context, {**parameters, "cfg": key_config(cfg)}) if cfg is not None else None
-
-
-@task(name=STAGE, cache_key_fn=_cache_key, persist_result=True)
+@task(name=STAGE, cache_key_fn=cache_key_on(key_config), persist_result=True)
 def train_indra(cfg: TrainIndraConfig, inputs: dict[str, Path], out_dir: Path) -> Path:
     """Prefect task: one indra-quantum training run (resumable)."""
     return train(cfg, inputs, out_dir)
@@ -348,12 +340,9 @@ def train_indra(cfg: TrainIndraConfig, inputs: dict[str, Path], out_dir: Path) -
 
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser("python -m tasks.train_indra", __doc__, TrainIndraConfig)
-    parser.add_argument("--data", type=Path, required=True, help="indra_data output dir")
-    parser.add_argument("--teacher", type=Path, help="indra_teacher output dir (needed when distilling from precomputed logits)")
-    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    add_input_args(parser, "indra_teacher output dir (needed when distilling from precomputed logits)")
     args = parser.parse_args(argv)
-    inputs = {"data": args.data, **({"teacher": args.teacher} if args.teacher else {})}
-    print(train(config_from_args(TrainIndraConfig, args, parser), inputs, args.out))
+    print(train(config_from_args(TrainIndraConfig, args, parser), cli_inputs(args), args.out))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.reporting import StageProgress, publish_image, publish_table, say
 from tasks.search_methods import METHODS, FMQAConfig, Proposal, make_method
@@ -45,6 +45,16 @@ class TuneConfig(BaseModel):
     fmqa: FMQAConfig = Field(default_factory=FMQAConfig, description="FM surrogate and QUBO solver order")
     guide_timeout_s: int = Field(24 * 3600, ge=10, description="guided: how long a pause waits for an answer")
     guide_poll_interval_s: int = Field(10, ge=1, description="guided: how often a paused run checks for the answer")
+
+    @model_validator(mode="after")
+    def _budget_fits(self):
+        if self.trials > self.space.n_points:
+            raise ValueError(f"tune.trials={self.trials} is more than the {self.space.n_points} settings of the search space: "
+                             f"lower tune.trials or add choices to tune.space.dimensions")
+        if self.trial.eval_every > self.trial.steps:
+            raise ValueError(f"tune.trial.eval_every={self.trial.eval_every} > tune.trial.steps={self.trial.steps}: "
+                             "a trial would never be evaluated")
+        return self
 
 
 class Decision(BaseModel):

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from adapters.azure_quantum import AzureQuantumSolver, histogram_samples, ionq_circuit
+from adapters.azure_quantum import AzureQuantumSolver, histogram_samples
 from adapters.qubo import QUBO, repair
 from adapters.qubo_solvers import QAOASolver, make_solver, solve_in_order
 
