@@ -130,7 +130,9 @@ class QAOASolver:
         estimator = EstimatorV2(options={"default_precision": 0.0, "backend_options": {"seed_simulator": seed}})
 
         def expectation(theta: np.ndarray) -> float:
-            return float(estimator.run([(ansatz, cost, theta)]).result()[0].data.evs)
+            # Bound before running: Aer's own parameter binding fails on some cost operators
+            # ("can't convert negative int to unsigned", qiskit-aer 0.18)
+            return float(estimator.run([(ansatz.assign_parameters(theta), cost)]).result()[0].data.evs)
 
         # qaoa_ansatz orders its parameters β (mixer) then γ (cost), each by layer
         ramp = (np.arange(self.reps) + 0.5) / self.reps

@@ -16,18 +16,19 @@ PROJECT_OVERRIDES = [o for o in BEN_LAB_TINY if o.split("=")[0].split(".")[0] in
 def test_search_finds_a_setting_better_than_the_projects_and_exports_it(prefect_harness, tmp_path, model_cache, monkeypatch):
     monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")
     overrides = [f"project_overrides={json.dumps(PROJECT_OVERRIDES + [f'sft.model_cache_dir={model_cache}', 'sft.trainer.per_device_train_batch_size=4'])}",
-                 "tune.methods=[fmqa, random]", "tune.trials=5", "tune.fmqa.initial_random=3",
-                 "tune.fmqa.solvers=[qaoa, exact]", "tune.trial.steps=4", "tune.trial.eval_every=2",
-                 "tune.trial.max_eval_records=6", "export.parity_prompts=2", "export.outtypes=[f16]", "install.retries=0"]
+                 "tune.methods=[fmqa, random]", "tune.trials=4", "tune.fmqa.initial_random=3",
+                 "tune.fmqa.solvers=[qaoa, exact]", "tune.trial.steps=2", "tune.trial.eval_every=1",
+                 "tune.trial.max_eval_records=6", "export.parity_prompts=2", "export.outtypes=[f16]", "install.quant=f16",
+                 "install.retries=0"]
     summary = tuning_agent(data_dir=str(tmp_path / "data"), overrides=overrides)
     root = tmp_path / "data" / "tuning_agent"
     assert json.loads((root / "summary.json").read_text()) == summary
-    assert {m: s["trials"] for m, s in summary["methods"].items()} == {"fmqa": 5, "random": 5}
+    assert {m: s["trials"] for m, s in summary["methods"].items()} == {"fmqa": 4, "random": 4}
     search = json.loads((root / "search" / "search.json").read_text())
     fmqa = [json.loads(line) for line in (root / "search" / "fmqa" / "journal.jsonl").read_text().splitlines()]
-    assert [e["proposer_info"].get("solver") for e in fmqa[3:]] == ["qaoa", "qaoa"]  # the surrogate's proposals
+    assert [e["proposer_info"].get("solver") for e in fmqa[3:]] == ["qaoa"]  # the surrogate's proposal
     assert all(e["expected_loss"] is not None for e in fmqa[3:])
-    # The best of ten settings beats the project's own (lr 3e-4, r 8 on four modules) on the same budget, or ties it
+    # The best of eight settings beats the project's own (lr 3e-4, r 8 on four modules) on the same budget, or ties it
     assert summary["eval_loss_after"] <= summary["eval_loss_before"]
     assert summary["eval_loss_after"] == min(e["best_eval_loss"] for m in ("fmqa", "random") for e in
                                              [json.loads(x) for x in (root / "search" / m / "journal.jsonl").read_text().splitlines()])

@@ -71,3 +71,12 @@ def test_fmqa_reaches_the_planted_optimum_within_a_small_budget():
         point = proposer.propose(history, np.random.default_rng([1, i])).point
         history.append((point, planted_loss(point)))
     assert PLANTED in [p for p, _ in history]  # 14 of 48 settings
+
+
+def test_fmqa_with_qaoa_proposes_from_the_surrogate():
+    # FM QUBOs once broke Aer's parameter binding; the QAOA solver must take any of them
+    proposer = make_method("fmqa", SPACE, FMQAConfig(initial_random=3, epochs=300, solvers=["qaoa"],
+                                                     solver_options={"qaoa": {"reps": 1, "maxiter": 40}}), log=lambda _: None)
+    history = [(p, planted_loss(p)) for p in [(0, 0, 0, 0), (3, 2, 1, 1), (1, 1, 0, 1)]]
+    proposal = proposer.propose(history, np.random.default_rng(0))
+    assert proposal.info["solver"] == "qaoa" and proposal.point not in [p for p, _ in history]
