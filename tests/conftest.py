@@ -80,6 +80,15 @@ def tiny_model(tmp_path_factory, embedded_model) -> Path:
     return out
 
 
+@pytest.fixture
+def mix_dir(tmp_path) -> Path:
+    """A mix stage's output: 48 training and 8 validation chat records."""
+    d = tmp_path / "mix"
+    write_chat_records(d / "train.jsonl", 48)
+    write_chat_records(d / "val.jsonl", 8, start=900)
+    return d
+
+
 def write_chat_records(path: Path, n: int, start: int = 0) -> Path:
     """n distinct, learnable chat records (the answer follows from the question)."""
     path.parent.mkdir(parents=True, exist_ok=True)

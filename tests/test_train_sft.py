@@ -13,17 +13,8 @@ import pytest
 import yaml
 
 from tasks.train_sft import SFTStageConfig, build_trainer, load_quantized, to_prompt_completion, train
-from tests.conftest import write_chat_records
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def mix_dir(tmp_path) -> Path:
-    d = tmp_path / "mix"
-    write_chat_records(d / "train.jsonl", 48)
-    write_chat_records(d / "val.jsonl", 8, start=900)
-    return d
 
 
 def tiny_cfg(tiny_model, **trainer) -> SFTStageConfig:

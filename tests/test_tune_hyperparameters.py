@@ -16,17 +16,9 @@ from tasks.sft_trial import TrialConfig, TrialSpec, read_trial, run_trial
 from tasks.stage import read_manifest
 from tasks.train_sft import SFTStageConfig, last_complete_checkpoint
 from tasks.tune_hyperparameters import TuneConfig, read_journal, tune
-from tests.conftest import answer_pauses, write_chat_records
+from tests.conftest import answer_pauses
 
 SPACE = SearchSpace(dimensions={"trainer.learning_rate": [1e-3, 3e-2], "lora.r": [2, 4]})
-
-
-@pytest.fixture
-def mix_dir(tmp_path) -> Path:
-    d = tmp_path / "mix"
-    write_chat_records(d / "train.jsonl", 40)
-    write_chat_records(d / "val.jsonl", 8, start=900)
-    return d
 
 
 def tiny_sft(tiny_model) -> SFTStageConfig:
