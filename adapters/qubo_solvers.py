@@ -111,34 +111,52 @@ class QAOASolver:
         """The QUBO's Ising form as a ``SparsePauliOp`` (qubit i = variable i; constant dropped), unit scale."""
         from qiskit.quantum_info import SparsePauliOp
 
-        h, j, _ = qubo.ising()
-        scale = max(np.abs(h).max(initial=0), np.abs(j).max(initial=0)) or 1.0
-        terms = [("Z", [i], h[i] / scale) for i in range(qubo.n) if h[i]]
-        terms += [("ZZ", [a, b], j[a, b] / scale) for a, b in zip(*np.nonzero(j))]
-        if not terms:
-            terms = [("I", [0], 0.0)]
-        return SparsePauliOp.from_sparse_list(terms, num_qubits=qubo.n)
+        h, j = _unit_ising(qubo)
+        terms = [("Z", [i], h[i]) for i in range(qubo.n) if h[i]]
+        terms += [("ZZ", [a, b], j[a, b]) for a, b in zip(*np.nonzero(j))]
+        return SparsePauliOp.from_sparse_list(terms or [("I", [0], 0.0)], num_qubits=qubo.n)
+
+    def ansatz(self, qubo: QUBO):
+        """The QAOA circuit: |+>^n, then per layer exp(-iγC) as RZ/RZZ and exp(-iβΣX) as RX; parameters β then γ.
+
+        Built gate by gate with real angles: ``qaoa_ansatz`` on the operator gives complex-valued angle
+        expressions, which Aer 0.18 fails to bind and which crashed the interpreter while copying the circuit.
+        """
+        from qiskit import QuantumCircuit
+        from qiskit.circuit import ParameterVector
+
+        h, j = _unit_ising(qubo)
+        beta, gamma = ParameterVector("β", self.reps), ParameterVector("γ", self.reps)
+        qc = QuantumCircuit(qubo.n)
+        qc.h(range(qubo.n))
+        for layer in range(self.reps):
+            for i in range(qubo.n):
+                if h[i]:
+                    qc.rz(2 * float(h[i]) * gamma[layer], i)
+            for a, b in zip(*np.nonzero(j)):
+                qc.rzz(2 * float(j[a, b]) * gamma[layer], int(a), int(b))
+            qc.rx(2 * beta[layer], range(qubo.n))
+        return qc, [*beta, *gamma]
 
     def optimise(self, qubo: QUBO, seed: int = 0):
         """(bound circuit without measurements, angles, expected scaled energy) after COBYLA."""
-        from qiskit.circuit.library import qaoa_ansatz
         from qiskit_aer.primitives import EstimatorV2
         from scipy.optimize import minimize
 
         cost = self.hamiltonian(qubo)
-        ansatz = qaoa_ansatz(cost, reps=self.reps).decompose()
+        ansatz, params = self.ansatz(qubo)
         estimator = EstimatorV2(options={"default_precision": 0.0, "backend_options": {"seed_simulator": seed}})
 
-        def expectation(theta: np.ndarray) -> float:
-            # Bound before running: Aer's own parameter binding fails on some cost operators
-            # ("can't convert negative int to unsigned", qiskit-aer 0.18)
-            return float(estimator.run([(ansatz.assign_parameters(theta), cost)]).result()[0].data.evs)
+        def bound(theta: np.ndarray):
+            return ansatz.assign_parameters(dict(zip(params, map(float, theta))))
 
-        # qaoa_ansatz orders its parameters β (mixer) then γ (cost), each by layer
+        def expectation(theta: np.ndarray) -> float:
+            return float(estimator.run([(bound(theta), cost)]).result()[0].data.evs)
+
         ramp = (np.arange(self.reps) + 0.5) / self.reps
-        start = np.concatenate([0.6 * (1 - ramp), 0.6 * ramp])
+        start = np.concatenate([0.6 * (1 - ramp), 0.6 * ramp])  # β falls, γ rises: a discretised anneal
         best = minimize(expectation, start, method="COBYLA", options={"maxiter": self.maxiter, "rhobeg": 0.3})
-        return ansatz.assign_parameters(best.x), best.x, float(best.fun)
+        return bound(best.x), best.x, float(best.fun)
 
     def solve(self, qubo: QUBO, *, seed: int = 0) -> Solution:
         from qiskit_aer.primitives import SamplerV2
@@ -152,6 +170,13 @@ class QAOASolver:
                          "expected_scaled_energy": round(expected, 4), "distinct_bitstrings": len(counts)})
         solution.info["best_shot_share"] = shot_share(counts, solution.best)
         return solution
+
+
+def _unit_ising(qubo: QUBO) -> tuple[np.ndarray, np.ndarray]:
+    """The QUBO's Ising fields and couplings scaled to unit largest magnitude (one angle range suits every problem)."""
+    h, j, _ = qubo.ising()
+    scale = max(np.abs(h).max(initial=0), np.abs(j).max(initial=0)) or 1.0
+    return h / scale, j / scale
 
 
 def bitstring_samples(counts: dict[str, int], n: int, keep: int = 256) -> np.ndarray:
