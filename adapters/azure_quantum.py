@@ -19,7 +19,7 @@ import numpy as np
 from adapters.qubo import QUBO, Solution, rank
 from adapters.qubo_solvers import QAOASolver, installed
 
-IONQ_GATES = ("h", "rx", "rz", "cx")
+QAOA_GATES = ("h", "rz", "rzz", "rx")
 
 
 class AzureQuantumSolver:
@@ -65,24 +65,26 @@ def _workspace():
 
 
 def ionq_circuit(circuit) -> dict:
-    """A bound Qiskit circuit (no measurements) in IonQ's JSON: ``{"qubits", "circuit": [{"gate", "target", ...}]}``.
+    """A bound QAOA circuit (h, rz, rzz, rx; no measurements) in IonQ's JSON: ``{"qubits", "circuit": [...]}``.
 
-    Lowered to h/rx/rz/cnot; rotations in radians; IonQ measures every qubit at the end.
+    RZZ(θ) is lowered as CNOT · RZ(θ) on the target · CNOT; rotations in radians; IonQ measures every qubit at
+    the end. Lowered by hand rather than with ``transpile``, whose 1-qubit optimisation pass crashed the
+    interpreter here (qiskit 2.6) once other threads had run Qiskit.
     """
-    from qiskit import transpile
-
-    lowered = transpile(circuit, basis_gates=list(IONQ_GATES), optimization_level=1)
     gates = []
-    for inst in lowered.data:
-        name, qubits = inst.operation.name, [lowered.find_bit(q).index for q in inst.qubits]
-        if name == "cx":
-            gates.append({"gate": "cnot", "control": qubits[0], "target": qubits[1]})
+    for inst in circuit.data:
+        name, qubits = inst.operation.name, [circuit.find_bit(q).index for q in inst.qubits]
+        if name == "h":
+            gates.append({"gate": "h", "target": qubits[0]})
         elif name in ("rx", "rz"):
             gates.append({"gate": name, "target": qubits[0], "rotation": float(inst.operation.params[0])})
-        elif name == "h":
-            gates.append({"gate": "h", "target": qubits[0]})
-        elif name not in ("barrier",):
-            raise ValueError(f"gate {name!r} has no IonQ JSON form (lowered to {IONQ_GATES})")
+        elif name == "rzz":
+            a, b = qubits
+            gates += [{"gate": "cnot", "control": a, "target": b},
+                      {"gate": "rz", "target": b, "rotation": float(inst.operation.params[0])},
+                      {"gate": "cnot", "control": a, "target": b}]
+        elif name != "barrier":
+            raise ValueError(f"gate {name!r} has no IonQ JSON form here (expected {', '.join(QAOA_GATES)})")
     return {"qubits": circuit.num_qubits, "circuit": gates}
 
 

@@ -48,10 +48,16 @@ def experiment_id(params: dict) -> str:
     return "exp-" + hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+# FastAPI serves requests from a thread pool; Qiskit/Aer circuits built and simulated from several threads at
+# once crashed the process (segfaults, qiskit 2.6 / qiskit-aer 0.18), so one simulation runs at a time.
+_SIMULATING = threading.Lock()
+
+
 @lru_cache(maxsize=4096)
 def _run(phase_type: str, system_size: int, depth: int, seed: int, bias: float | None) -> lab_physics.PhaseRun:
     # Runs are pure functions of their parameters; TRI at bias 1/2, discovery and drift reuse them.
-    return lab_physics.run_phase(phase_type, system_size, depth, seed, bias)
+    with _SIMULATING:
+        return lab_physics.run_phase(phase_type, system_size, depth, seed, bias)
 
 
 def _experiment(phase_type: str, system_size: int, depth: int, seed: int, bias: float | None) -> dict:

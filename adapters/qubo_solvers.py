@@ -88,7 +88,11 @@ class AnnealingSolver:
 
 
 class QAOASolver:
-    """QAOA on Qiskit Aer: angles tuned by COBYLA on the exact expectation, then the circuit is sampled.
+    """QAOA on Qiskit: angles tuned by COBYLA on the exact statevector expectation, then the circuit is sampled.
+
+    Simulated in this thread with ``qiskit.quantum_info.Statevector``: Aer's primitives run each job in a
+    worker thread, where copying the circuit segfaulted (qiskit 2.6 / qiskit-aer 0.18) in a process whose
+    other threads had run Qiskit before. A device run goes through the ``azure`` solver.
 
     The cost Hamiltonian is the QUBO's Ising form scaled to unit largest coefficient, so one angle
     range suits every problem. Angles start from a linear ramp (a discretised anneal), which makes
@@ -103,8 +107,8 @@ class QAOASolver:
     def unavailable(self, qubo: QUBO) -> str | None:
         if qubo.n > self.max_variables:
             return f"{qubo.n} variables > {self.max_variables} qubits (statevector simulation)"
-        if not installed("qiskit_aer"):
-            return "qiskit-aer not installed (pip install qiskit-aer)"
+        if not installed("qiskit"):
+            return "qiskit not installed (pip install qiskit)"
         return None
 
     def hamiltonian(self, qubo: QUBO):
@@ -140,18 +144,19 @@ class QAOASolver:
 
     def optimise(self, qubo: QUBO, seed: int = 0):
         """(bound circuit without measurements, angles, expected scaled energy) after COBYLA."""
-        from qiskit_aer.primitives import EstimatorV2
+        from qiskit.quantum_info import Statevector
         from scipy.optimize import minimize
 
         cost = self.hamiltonian(qubo)
         ansatz, params = self.ansatz(qubo)
-        estimator = EstimatorV2(options={"default_precision": 0.0, "backend_options": {"seed_simulator": seed}})
 
         def bound(theta: np.ndarray):
             return ansatz.assign_parameters(dict(zip(params, map(float, theta))))
 
         def expectation(theta: np.ndarray) -> float:
-            return float(estimator.run([(bound(theta), cost)]).result()[0].data.evs)
+            # Exact, in this thread: Aer's EstimatorV2 copies the circuit in a worker thread, which segfaulted
+            # (qiskit 2.6 / aer 0.18) in a process whose other threads had run Qiskit code before
+            return float(Statevector(bound(theta)).expectation_value(cost).real)
 
         ramp = (np.arange(self.reps) + 0.5) / self.reps
         start = np.concatenate([0.6 * (1 - ramp), 0.6 * ramp])  # β falls, γ rises: a discretised anneal
@@ -159,12 +164,12 @@ class QAOASolver:
         return bound(best.x), best.x, float(best.fun)
 
     def solve(self, qubo: QUBO, *, seed: int = 0) -> Solution:
-        from qiskit_aer.primitives import SamplerV2
+        from qiskit.quantum_info import Statevector
 
         circuit, angles, expected = self.optimise(qubo, seed)
-        measured = circuit.copy()
-        measured.measure_all()
-        counts = SamplerV2(seed=seed).run([measured], shots=self.shots).result()[0].data.meas.get_counts()
+        state = Statevector(circuit)
+        state.seed(seed)
+        counts = state.sample_counts(self.shots)  # the shots an ideal device (or Aer) would return
         solution = rank(qubo, bitstring_samples(counts, qubo.n), self.name,
                         {"reps": self.reps, "shots": self.shots, "angles": angles.round(4).tolist(),
                          "expected_scaled_energy": round(expected, 4), "distinct_bitstrings": len(counts)})

@@ -112,10 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         curves = np.array([best_so_far(losses) for losses, _ in runs])
         reached = [trials_to_target(losses, target) for losses, _ in runs]
         hits = [r for r in reached if r is not None]
+        to_best = [trials_to_target(losses, grid[0]) for losses, _ in runs] if grid else []
+        best_hits = [r for r in to_best if r is not None]
         results[method] = {
             "trials_to_target": reached, "reached": f"{len(hits)}/{len(runs)}",
             "trials_to_target_mean": float(np.mean(hits)) if hits else None,
             "trials_to_target_std": float(np.std(hits)) if hits else None,
+            "found_grid_best": f"{len(best_hits)}/{len(runs)}" if grid else None,
+            "trials_to_grid_best_mean": float(np.mean(best_hits)) if best_hits else None,
+            "trials_to_grid_best_std": float(np.std(best_hits)) if best_hits else None,
             "best_loss_mean": float(curves[:, -1].mean()), "best_loss_std": float(curves[:, -1].std()),
             "propose_seconds_mean": float(np.mean([s for _, s in runs])),
             "best_so_far_mean": curves.mean(0).tolist(), "best_so_far_min": curves.min(0).tolist(),
@@ -123,11 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         }
     print(f"\ntarget eval loss {target if target is None else round(target, 4)}"
           + (f" (grid: best {grid[0]:.4f}, median {np.median(grid):.4f}, worst {grid[-1]:.4f})" if grid else ""))
-    print(f"{'method':16} {'reached':>8} {'trials to target':>18} {'best loss':>17} {'propose s/run':>14}")
+    print(f"{'method':16} {'reached':>8} {'trials to target':>18} {'found best':>10} {'trials to best':>16} "
+          f"{'best loss':>17} {'propose s/run':>14}")
     for method, r in results.items():
-        ttt = (f"{r['trials_to_target_mean']:.1f} ± {r['trials_to_target_std']:.1f}"
-               if r["trials_to_target_mean"] is not None else "—")
-        print(f"{method:16} {r['reached']:>8} {ttt:>18} {r['best_loss_mean']:>9.4f} ± {r['best_loss_std']:.4f} "
+        print(f"{method:16} {r['reached']:>8} {_spread(r, 'trials_to_target'):>18} {r['found_grid_best'] or '—':>10} "
+              f"{_spread(r, 'trials_to_grid_best'):>16} {r['best_loss_mean']:>9.4f} ± {r['best_loss_std']:.4f} "
               f"{r['propose_seconds_mean']:>14.1f}")
     out.mkdir(parents=True, exist_ok=True)
     report = {"target": target, "grid": grid, "seeds": args.seeds, "trials": args.trials, "space": space.dimensions,
@@ -138,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
                      spread={m: (r["best_so_far_min"], r["best_so_far_max"]) for m, r in results.items()})
     print(f"\nwrote {out / 'tuning_search.json'} and {out / 'tuning_search.png'}")
     return 0
+
+
+def _spread(r: dict, key: str) -> str:
+    mean = r.get(f"{key}_mean")
+    return "—" if mean is None else f"{mean:.1f} ± {r[f'{key}_std']:.1f}"
 
 
 if __name__ == "__main__":
