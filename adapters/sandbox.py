@@ -46,6 +46,10 @@ _BOOT = ("import sys; sys.dont_write_bytecode = True; sys.path.insert(0, {root!r
          "import adapters.sandbox; from {worker} import _zygote_main; _zygote_main()")
 
 
+# Signals of a crash inside native code; a job killed by one runs once more (a hostile job crashes again).
+NATIVE_CRASHES = {"SIGSEGV", "SIGBUS", "SIGILL", "SIGABRT"}
+
+
 @dataclass
 class SandboxResult:
     """What happened to one job."""
@@ -207,6 +211,8 @@ class _Worker:
                     raise EOFError("worker exited")
                 if reply["outcome"] != "ok" and not reply.get("phase"):
                     reply["phase"] = "exec" if code is not None else phase
+                if attempt == 1 and reply["outcome"] == "killed" and reply.get("signal") in NATIVE_CRASHES:
+                    continue  # native libraries (Qiskit's Rust core) rarely crash a fresh fork: run the job once more
                 return SandboxResult(**reply)
             except (OSError, EOFError, TimeoutError) as e:
                 self.stop()  # a zygote only runs trusted code: restart it and retry once
