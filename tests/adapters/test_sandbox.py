@@ -198,3 +198,10 @@ def test_without_the_audit_hook_a_fork_bomb_is_capped_and_cleaned_up(kernel_only
     ps = subprocess.run(["ps", "-u", str(KERNEL_UID), "-o", "pid=,args="], capture_output=True, text=True, check=False).stdout
     assert ps.strip() == ""  # the whole PID namespace died with the job
     still_works(kernel_only)
+
+
+def test_a_job_that_crashes_native_code_is_reported_killed_after_one_more_try(kernel_only):
+    # Native crashes are retried once (Qiskit's core has crashed a fresh fork); a job that always crashes stays killed
+    r = kernel_only.run("import ctypes\nctypes.string_at(0)", GLOBALS)
+    assert (r.outcome, r.signal) == ("killed", "SIGSEGV")
+    still_works(kernel_only)
