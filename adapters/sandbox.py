@@ -40,14 +40,12 @@ from adapters.sandbox_protocol import BASE_ENV, OUTCOMES, ROOT, read_frame, writ
 __all__ = ["DEFAULT_PRELOAD", "OUTCOMES", "ROOT", "Sandbox", "SandboxError", "SandboxJob", "SandboxResult",
            "module_globals"]
 
-DEFAULT_PRELOAD = ("numpy", "qiskit", "qiskit.quantum_info", "qiskit_aer")
+# numpy.char is loaded lazily (on first ``np.char``), which a child cannot do once its file access is locked down;
+# Statevector.probabilities_dict needs it
+DEFAULT_PRELOAD = ("numpy", "numpy.char", "qiskit", "qiskit.quantum_info", "qiskit_aer")
 # The zygote imports this module too, so a child finds the built-in check (module_globals) loaded
 _BOOT = ("import sys; sys.dont_write_bytecode = True; sys.path.insert(0, {root!r}); "
          "import adapters.sandbox; from {worker} import _zygote_main; _zygote_main()")
-
-
-# Signals of a crash inside native code; a job killed by one runs once more (a hostile job crashes again).
-NATIVE_CRASHES = {"SIGSEGV", "SIGBUS", "SIGILL", "SIGABRT"}
 
 
 @dataclass
@@ -211,8 +209,6 @@ class _Worker:
                     raise EOFError("worker exited")
                 if reply["outcome"] != "ok" and not reply.get("phase"):
                     reply["phase"] = "exec" if code is not None else phase
-                if attempt == 1 and reply["outcome"] == "killed" and reply.get("signal") in NATIVE_CRASHES:
-                    continue  # native libraries (Qiskit's Rust core) rarely crash a fresh fork: run the job once more
                 return SandboxResult(**reply)
             except (OSError, EOFError, TimeoutError) as e:
                 self.stop()  # a zygote only runs trusted code: restart it and retry once
