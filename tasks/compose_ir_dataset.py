@@ -44,7 +44,9 @@ class ComposeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     system_prompt: str = Field(SYSTEM_PROMPT, min_length=1, description="System message of every chat record (evaluation must use the same)")
-    corrections: bool = Field(True, description="Also write a correction chat record (bad IR → error named + fixed IR) per negative")
+    corrections: float = Field(1.0, ge=0, le=1, description="Share of negatives that also get a correction chat record "
+                               "(bad IR → error named + fixed IR), picked by a hash of the negative's id: stable across "
+                               "re-runs. Below 1 spends less training compute on copying IR (true = 1, false = 0)")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="Share of prompts in the validation split")
     test_fraction: float = Field(0.1, ge=0, lt=1, description="Share of prompts in the test split")
 
@@ -95,6 +97,11 @@ def split_of(key: str, val_fraction: float, test_fraction: float) -> Split:
     """Fixed per key: test takes the lowest hash band, val the next, train the rest."""
     u = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 2**32
     return "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
+
+
+def takes_share(key: str, share: float) -> bool:
+    """Whether ``key`` is among a stable ``share`` of all keys (a hash band independent of the split's)."""
+    return share >= 1 or int(hashlib.sha256(f"share:{key}".encode()).hexdigest()[:8], 16) / 2**32 < share
 
 
 def request_messages(prompt: str, system_prompt: str = SYSTEM_PROMPT) -> list[dict]:
@@ -166,7 +173,7 @@ def compose(cfg: ComposeConfig, inputs: list[Path], out_dir: Path) -> Path:
                                                                             cfg.test_fraction)
         rows[split].append({"prompt": neg.prompt, "completion": bad, "label": "bad", "error_type": neg.error_type})
         counts["bad"][split][neg.category] += 1
-        if cfg.corrections:
+        if takes_share(neg.id, cfg.corrections):
             messages = [Message(role="system", content=cfg.system_prompt),
                         Message(role="user", content=correction_request(neg.prompt, bad)),
                         Message(role="assistant", content=correction_answer(neg.error_type, neg.explanation, fixed))]

@@ -141,6 +141,20 @@ def test_corrections_can_be_switched_off_and_bad_rows_stay(tmp_path):
     assert sum(r["label"] == "bad" for r in read_jsonl(out / "rows.jsonl")) == 30
 
 
+def test_a_share_of_corrections_is_the_same_negatives_on_every_run(tmp_path):
+    inputs = [_accepted(tmp_path / "acc.jsonl", range(60)), _negatives(tmp_path / "neg.jsonl", range(60))]
+
+    def corrected(out):
+        return sorted(r.meta["id"] for s in ("train", "val", "test") for r in read_chat_records(out / f"{s}.jsonl")
+                      if r.kind == "ir_correction")
+
+    first = corrected(compose(ComposeConfig(corrections=0.3), inputs, tmp_path / "a"))
+    assert 8 <= len(first) <= 30  # about 18 of 60
+    assert corrected(compose(ComposeConfig(corrections=0.3), inputs, tmp_path / "b")) == first
+    assert set(first) < set(corrected(compose(ComposeConfig(corrections=0.6), inputs, tmp_path / "c")))
+    assert sum(r["label"] == "bad" for r in read_jsonl(tmp_path / "a" / "rows.jsonl")) == 60  # bad rows all stay
+
+
 def test_prompts_differing_only_in_case_and_spacing_are_kept_once(tmp_path):
     acc = _accepted(tmp_path / "acc.jsonl", range(20))
     copies = [json.loads(line) for line in acc.read_text().splitlines()]

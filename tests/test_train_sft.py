@@ -96,6 +96,13 @@ def test_4bit_without_gpu_says_so_and_trains_unquantised(tmp_path, tiny_model, m
     assert (out / "adapter" / "adapter_model.safetensors").exists()
 
 
+def test_bf16_trains_on_a_cpu(tmp_path, tiny_model, mix_dir):
+    out = train(tiny_cfg(tiny_model, max_steps=2, bf16=True), mix_dir, tmp_path / "sft")
+    m = json.loads((out / "manifest.json").read_text())["metrics"]
+    assert m["global_steps"] == 2 and m["eval_loss_after"] > 0
+    assert (out / "merged" / "model.safetensors").exists()
+
+
 def test_last_message_must_be_the_answer(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}],
