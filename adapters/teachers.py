@@ -387,6 +387,22 @@ def grammar_schema(schema: Any, max_string_chars: int, max_items: int) -> Any:
     return out
 
 
+# llama-cpp-python's schema converter lets raw control characters into strings ([^"\\]), which JSON forbids;
+# llama.cpp's own converter excludes them, as this does.
+_LOOSE_CHAR = 'char ::= [^"\\\\] |'
+_JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
+
+
+def json_gbnf(schema: dict) -> str:
+    """GBNF grammar text for ``schema`` whose every output is valid JSON (no raw control characters in strings)."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    gbnf = json_schema_to_gbnf(json.dumps(schema))
+    if _LOOSE_CHAR not in gbnf and "char ::=" in gbnf:
+        raise RuntimeError("llama-cpp-python's JSON grammar changed its string rule; review adapters/teachers.py json_gbnf")
+    return gbnf.replace(_LOOSE_CHAR, _JSON_CHAR)
+
+
 class LocalModelTeacher:
     """A GGUF (the embedded or a trained model) in llama.cpp; a JSON schema becomes a decoding grammar."""
 
@@ -410,7 +426,7 @@ class LocalModelTeacher:
             from llama_cpp import LlamaGrammar
 
             bounded = grammar_schema(schema, self.max_string_chars, self.max_items)
-            self._grammars[key] = LlamaGrammar.from_json_schema(json.dumps(bounded), verbose=False)
+            self._grammars[key] = LlamaGrammar.from_string(json_gbnf(bounded), verbose=False)
         return self._grammars[key]
 
     def generate(self, messages: list[dict], *, max_tokens: int, temperature: float,

@@ -7,6 +7,7 @@ so the tests see retries, headers and bodies exactly as a real server would.
 from __future__ import annotations
 
 import json
+import re
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -356,3 +357,18 @@ def test_local_model_with_the_ir_schema_replies_valid_json():
     assert validate_ir(reply.text)[1] == []
     assert again.text == reply.text  # temperature 0 is greedy
     assert teacher.usage()["requests"] == 2 and reply.output_tokens > 0
+
+
+def test_schema_constrained_strings_never_hold_raw_control_characters():
+    """Asked for a function's IR, the base model starts its summary with code and newlines: they must be escaped."""
+    from adapters.base_models import embedded_gguf
+    from tasks.compose_ir_dataset import request_messages
+
+    messages = request_messages("Write a function add(a, b) that returns the sum of the integers a and b.")
+    teacher = make_teacher(f"local:{embedded_gguf()}")
+    try:
+        reply = teacher.generate(messages, max_tokens=48, temperature=0.0, json_schema=IR_SCHEMA)
+    finally:
+        teacher.close()
+    assert reply.text.startswith('{ "intent"')
+    assert not re.search(r"[\x00-\x1f\x7f]", reply.text)  # JSON forbids them raw in strings; the grammar has no other place
