@@ -2,7 +2,10 @@
 
 Each model (a GGUF in llama.cpp, or any teacher spec such as ``anthropic`` or ``openai:URL``) answers
 every prompt greedily, with the same messages training used (tasks/compose_ir_dataset.py
-``request_messages``), and without a decoding grammar: schema validity is what is measured. Per model:
+``request_messages``), and without a decoding grammar: schema validity is what the model learned. With
+``schema_decoding`` the IR's JSON Schema constrains decoding instead (a llama.cpp grammar with bounded strings,
+Claude's forced tool, OpenAI ``response_format``), as a deployment using Ollama's ``format`` would: then the
+other metrics say what the structure holds. Per model:
 
     schema_valid           share of answers holding a schema-valid IR
     literal_accuracy       of prompts that ask to return exact strings: all appear as ``return LITERAL 'x'``
@@ -32,6 +35,7 @@ from typing import Any
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from adapters.lift_ir import IR_SCHEMA
 from adapters.sandbox import Sandbox, SandboxJob
 from adapters.teachers import TeacherError, TeacherUnavailable
 from tasks.code_blocks import code_closed, extract_code
@@ -61,6 +65,8 @@ class EvaluateIRConfig(BaseModel):
     n_threads: int = Field(2, ge=1, description="llama.cpp threads")
     n_gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU (-1: all); needs llama-cpp-python built "
                                                     "with CUDA (CMAKE_ARGS=-DGGML_CUDA=on)")
+    schema_decoding: bool = Field(False, description="Decode with the IR's JSON Schema as a grammar / structured "
+                                  "output (as Ollama's `format` would); off = free decoding, what the model learned")
     codegen: str = Field("same", description="Who turns IR into code for prompts with tests: 'same' (the model "
                                              "itself), 'none', or a teacher spec (anthropic, openai:URL, local:PATH)")
     codegen_max_tokens: int = Field(512, ge=16, description="Tokens per generated function at most")
@@ -160,7 +166,7 @@ def answer_and_judge(cfg: EvaluateIRConfig, name: str, spec: str, rows: list[Eva
         for row in rows:
             try:
                 text = model.generate(request_messages(row.prompt, cfg.system_prompt), max_tokens=cfg.max_tokens,
-                                      temperature=0.0).text
+                                      temperature=0.0, json_schema=IR_SCHEMA if cfg.schema_decoding else None).text
             except TeacherUnavailable:
                 raise
             except TeacherError as e:  # this prompt was refused (too long for the model, a 4xx): it scores as a miss

@@ -87,3 +87,18 @@ def test_stage_scores_a_real_model_and_is_cached(sign_case, tmp_path):
     before = (out / "manifest.json").read_text()
     evaluate(cfg, {"prompts": prompts, "base": str(embedded_gguf())}, tmp_path / "eval")
     assert (out / "manifest.json").read_text() == before
+
+
+def test_schema_decoding_makes_even_the_base_model_answer_in_ir_json(sign_case, tmp_path):
+    from adapters.base_models import embedded_gguf
+
+    prompt, ir = sign_case
+    prompts = tmp_path / "rows_test.jsonl"
+    prompts.write_text(json.dumps({"prompt": prompt, "completion": json.dumps(ir), "label": "good"}) + "\n")
+    answers = {}
+    for mode in (False, True):
+        out = evaluate(EvaluateIRConfig(max_tokens=32, schema_decoding=mode), {"prompts": prompts, "base": str(embedded_gguf())},
+                       tmp_path / f"eval-{mode}")
+        answers[mode] = json.loads((out / "answers.jsonl").read_text())["answer"]
+    assert not answers[False].lstrip().startswith("{")  # free, the base model writes prose or code
+    assert answers[True].startswith('{ "intent"')
