@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from flows.ben_lab import BenLabConfig, ben_lab, main
+from tests.plans import TINY_SFT
 
 TINY = ["harvest.phase_runs_per_type=4", "harvest.tri_runs=8", "harvest.discovery_runs=2", "harvest.drift_runs=8",
         "harvest.system_sizes=[6, 8]", "harvest.depths=[1, 2]", "harvest.discovery_per_phase=[5]",
-        "mix.val_fraction=0.2", "sft.trainer.max_steps=10", "sft.trainer.learning_rate=5e-4", "sft.trainer.save_steps=5",
-        "export.parity_prompts=4", "install.retries=0"]
+        "mix.val_fraction=0.2", *TINY_SFT, "export.parity_prompts=4", "install.retries=0"]
 
 
 def manifests(root: Path) -> dict[str, str]:

@@ -6,11 +6,13 @@ import json
 
 import pytest
 
-from flows.lift_sys import lift_sys
+from flows.config import load_config
+from flows.lift_sys import PROJECT, LiftSysConfig, data_stages, lift_sys
+from flows.runner import StageTimer
+from tests.plans import TINY_SFT
 
-TINY = ["prompts.per_category=12", "generate_ir.n=2", "sft.trainer.max_steps=4", "sft.trainer.per_device_train_batch_size=4",
-        "sft.trainer.max_length=512", "export.parity_prompts=2", "install.retries=0", "evaluate.max_prompts=3",
-        "evaluate.max_tokens=48"]
+TINY = ["prompts.per_category=12", "generate_ir.n=2", *TINY_SFT, "sft.trainer.max_length=512", "export.parity_prompts=2",
+        "install.retries=0", "evaluate.max_prompts=3", "evaluate.max_tokens=48"]
 
 
 @pytest.mark.slow
@@ -34,12 +36,17 @@ def test_flow_runs_offline_and_reuses_review_decisions(prefect_harness, tmp_path
     assert summary["parity_rate"] >= 0.95 and summary["installed"] is False
 
     # a reviewer rejects one accepted IR in bulk: only review and what follows it re-run, and the decision persists
+    # (the flow's data stages again: training on the changed data is what the first run already showed)
     first = json.loads((root / "review" / "accepted.jsonl").read_text().splitlines()[0])
     decisions = tmp_path / "decisions.jsonl"
     decisions.write_text(json.dumps({"id": first["id"], "decision": "reject", "note": "wrong intent"}) + "\n")
     prompts_manifest = (root / "prompts" / "manifest.json").read_text()
-    again = lift_sys(data_dir=str(data), overrides=overrides + ["review.mode=file", f"review.decisions_file={decisions}"])
-    assert again["counts"]["review"]["accepted"] == c["review"]["accepted"] - 1
+    cfg = load_config(LiftSysConfig, PROJECT, overrides=overrides + ["review.mode=file", f"review.decisions_file={decisions}"],
+                      extra={"data_dir": str(data)})
+    again = StageTimer(cfg.runner)
+    data_stages(cfg, root, again)
+    assert again.stages["review"]["counts"]["accepted"] == c["review"]["accepted"] - 1
+    assert again.stages["compose"]["counts"]["good"] == summary["counts"]["compose"]["good"] - 1
     assert (root / "prompts" / "manifest.json").read_text() == prompts_manifest  # cache hit upstream
     store = (root / "reviews" / "decisions.jsonl").read_text()
     assert first["id"] in store and "reject" in store

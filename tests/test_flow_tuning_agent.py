@@ -15,7 +15,7 @@ PROJECT_OVERRIDES = [o for o in BEN_LAB_TINY if o.split("=")[0].split(".")[0] in
 @pytest.mark.slow
 def test_search_finds_a_setting_better_than_the_projects_and_exports_it(prefect_harness, tmp_path, model_cache, monkeypatch):
     monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")
-    overrides = [f"project_overrides={json.dumps(PROJECT_OVERRIDES + [f'sft.model_cache_dir={model_cache}', 'sft.trainer.per_device_train_batch_size=4'])}",
+    overrides = [f"project_overrides={json.dumps(PROJECT_OVERRIDES + [f'sft.model_cache_dir={model_cache}', 'sft.trainer.per_device_train_batch_size=2'])}",
                  "tune.methods=[fmqa, random]", "tune.trials=4", "tune.fmqa.initial_random=3",
                  "tune.fmqa.solvers=[qaoa, exact]", "tune.trial.steps=2", "tune.trial.eval_every=1",
                  "tune.trial.max_eval_records=6", "export.parity_prompts=2", "export.outtypes=[f16]", "install.quant=f16",
