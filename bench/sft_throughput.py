@@ -5,7 +5,8 @@ Measures, in one run:
   * labtune's SFT (TRL SFTTrainer with labtune's defaults: length-grouped padded batches, loss on
     answers) in non-padding tokens/s;
   * the seed's approach (every example padded to 1024, loss on every position incl. padding);
-and prints both as tokens/s and as a fraction of peak. Padding tokens are computed but not counted. FLOPs per trained token are counted as
+  * labtune's SFT again with bf16 autocast (``sft.trainer.bf16: true``; the CPU's bf16 instructions);
+and prints them as tokens/s and as a fraction of peak. Padding tokens are computed but not counted. FLOPs per trained token are counted as
 4 x (matmul parameters): forward 2P, backward 2P for input gradients (LoRA freezes the base
 weights, so no weight gradients), plus attention scores; LoRA's own FLOPs are negligible.
 
@@ -61,7 +62,8 @@ def lab_records(n: int, workdir: Path) -> Path:
     return describe(DescribeConfig(), harvest(cfg, None, workdir / "harvest"), workdir / "describe") / "chat.jsonl"
 
 
-def labtune_tokens_per_s(base: str, rows: list[dict], steps: int, batch: int, workdir: Path) -> tuple[float, float]:
+def labtune_tokens_per_s(base: str, rows: list[dict], steps: int, batch: int, workdir: Path,
+                         bf16: bool = False) -> tuple[float, float]:
     from transformers import TrainerCallback
 
     from tasks.train_sft import SFTStageConfig, build_trainer
@@ -73,7 +75,8 @@ def labtune_tokens_per_s(base: str, rows: list[dict], steps: int, batch: int, wo
             marks.append((time.perf_counter(), state.num_input_tokens_seen))
 
     cfg = SFTStageConfig(base_model=base, trainer={"max_steps": steps + 1, "per_device_train_batch_size": batch,
-                                                   "save_strategy": "no", "logging_steps": 1000, "disable_tqdm": True})
+                                                   "save_strategy": "no", "logging_steps": 1000, "disable_tqdm": True,
+                                                   "bf16": bf16})
     trainer = build_trainer(cfg, base, rows, [], workdir / "labtune", callbacks=[Clock()])
     trainer.train()
     (t0, n0), (t1, n1) = marks[0], marks[-1]  # the first step is warm-up
@@ -128,6 +131,7 @@ def main() -> None:
         rows = to_prompt_completion(lab_records(args.records, work))
         peak = matmul_peak_gflops()
         ours, mean_len = labtune_tokens_per_s(base, rows, args.steps, args.batch, work)
+        ours_bf16, _ = labtune_tokens_per_s(base, rows, args.steps, args.batch, work, bf16=True)
         seed, _ = seed_tokens_per_s(base, rows, max(2, args.steps // 2), args.seed_batch)
         model = AutoModelForCausalLM.from_pretrained(base)
         ours_gflops = ours * flops_per_token(model, mean_len) / 1e9
@@ -139,10 +143,12 @@ def main() -> None:
         "labtune_fraction_of_peak": round(ours_gflops / peak, 3),
         "seed_tokens_per_s": round(seed, 1), "seed_useful_fraction_of_peak": round(seed_gflops_useful / peak, 3),
         "speedup_vs_seed": round(ours / seed, 2),
+        "labtune_bf16_tokens_per_s": round(ours_bf16, 1), "bf16_speedup": round(ours_bf16 / ours, 2),
     }
     print(json.dumps(result, indent=2))
     print(f"\nlabtune: {ours:.0f} non-padding tok/s = {100 * ours_gflops / peak:.0f}% of the {peak:.0f} GFLOP/s matmul peak "
-          f"(target >= 40%); seed: {seed:.0f} tok/s; speed-up {ours / seed:.1f}x (target >= 3x)")
+          f"(target >= 40%); seed: {seed:.0f} tok/s; speed-up {ours / seed:.1f}x (target >= 3x); "
+          f"with bf16 autocast: {ours_bf16:.0f} tok/s ({ours_bf16 / ours:.2f}x fp32)")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 
