@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from flows.quantum_mind import quantum_mind
+from flows.config import load_config
+from flows.quantum_mind import PROJECT, QuantumMindConfig, data_stages, quantum_mind
+from flows.runner import StageTimer
 
 TINY = ["encode.max_trajectories=8", "generate.examples=60", "generate.max_qubits=6", "generate.max_layers=2",
         "sft.trainer.max_steps=6", "sft.trainer.per_device_train_batch_size=4", "sft.trainer.max_length=512",
@@ -31,33 +33,35 @@ def write_instruct(path, n: int = 40):
 def test_flow_runs_on_the_embedded_data_and_says_what_it_mixed(prefect_harness, tmp_path, model_cache, monkeypatch):
     monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")
     data = tmp_path / "data"
-    summary = quantum_mind(data_dir=str(data), overrides=TINY + [f"sft.model_cache_dir={model_cache}"])
     root = data / "quantum_mind"
-    assert json.loads((root / "summary.json").read_text()) == summary
-    assert summary["encoder_accuracy"] >= 0.9
-    assert summary["verification"]["pass_rate"] == 1.0
-    assert summary["mix"]["dropped_sources"] == ["quantum_llm_instruct"]
-    shares = {s["source"]: s["share"] for s in summary["mix"]["sources"]}
+    overrides = TINY + [f"sft.model_cache_dir={model_cache}"]
+
+    # without QuantumLLMInstruct the data stages mix the two physics sources, weights renormalised
+    first = StageTimer()
+    data_stages(load_config(QuantumMindConfig, PROJECT, overrides=overrides, extra={"data_dir": str(data)}), root, first)
+    m = first.manifests
+    assert m["encode"]["metrics"]["truth_accuracy"] >= 0.9
+    assert m["verify"]["metrics"]["pass_rate"] == 1.0
+    shares = {s["source"]: s["share"] for s in m["mix"]["sources"]}
     assert set(shares) == {"physics_augmented", "physics_reasoning"}
     assert shares["physics_augmented"] == pytest.approx(0.6, abs=0.05)
-    assert summary["counts"]["select"]["physics"] > 0 and summary["counts"]["select"]["reasoning"] > 0
-    assert (root / "models" / "checkpoints" / "quantum-mind-v2" / "training_log.yaml").exists()
-    assert summary["eval_loss_after"] < summary["eval_loss_before"]
-    assert summary["parity_rate"] >= 0.95 and summary["installed"] is False
+    assert m["select"]["counts"]["physics"] > 0 and m["select"]["counts"]["reasoning"] > 0
     train = [json.loads(line) for line in (root / "select" / "physics_augmented" / "train.jsonl").read_text().splitlines()]
     assert train and {"type", "instruction", "input", "output", "metadata"} == set(train[0])
     assert train[0]["output"].count("```python") == 1
-    # the validation suite ran base vs physics; with no QuantumLLMInstruct there is no code-only model, and it says so
-    assert set(summary["validation"]) == {"base", "physics"}
-    assert summary["code_only_model"].startswith("skipped: no QuantumLLMInstruct")
-    assert (root / "evaluate" / "validation_log.yaml").exists()
-    assert {"syntax_valid", "verified", "symmetry_respected", "bp_free"} <= set(summary["validation"]["physics"])
 
-    # with QuantumLLMInstruct present: three sources are mixed and a code-only model joins the comparison
+    # the whole flow with QuantumLLMInstruct present: three sources mixed, a code-only model joins the validation suite
     instruct = write_instruct(tmp_path / "instruct.jsonl")
     upstream = {stage: (root / stage / "manifest.json").read_text() for stage in ("encode", "generate", "verify", "select")}
-    again = quantum_mind(data_dir=str(data), overrides=TINY + [f"sft.model_cache_dir={model_cache}", f"instruct.path={instruct}"])
-    assert again["mix"]["dropped_sources"] == [] and set(again["validation"]) == {"base", "code_only", "physics"}
+    summary = quantum_mind(data_dir=str(data), overrides=overrides + [f"instruct.path={instruct}"])
+    assert json.loads((root / "summary.json").read_text()) == summary
     assert upstream == {stage: (root / stage / "manifest.json").read_text() for stage in upstream}  # cache hits
+    assert summary["mix"]["dropped_sources"] == [] and len(summary["mix"]["sources"]) == 3
+    assert (root / "models" / "checkpoints" / "quantum-mind-v2" / "training_log.yaml").exists()
+    assert summary["eval_loss_after"] < summary["eval_loss_before"]
+    assert summary["parity_rate"] >= 0.95 and summary["installed"] is False
+    assert set(summary["validation"]) == {"base", "code_only", "physics"}
+    assert (root / "evaluate" / "validation_log.yaml").exists()
+    assert {"syntax_valid", "verified", "symmetry_respected", "bp_free"} <= set(summary["validation"]["physics"])
     code_only_train = (root / "mix_code_only" / "train.jsonl").read_text().splitlines()
     assert code_only_train and all(json.loads(line)["source"] == "quantum_llm_instruct" for line in code_only_train)
