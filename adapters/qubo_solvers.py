@@ -154,8 +154,6 @@ class QAOASolver:
             return ansatz.assign_parameters(dict(zip(params, map(float, theta))))
 
         def expectation(theta: np.ndarray) -> float:
-            # Exact, in this thread: Aer's EstimatorV2 copies the circuit in a worker thread, which segfaulted
-            # (qiskit 2.6 / aer 0.18) in a process whose other threads had run Qiskit code before
             return float(Statevector(bound(theta)).expectation_value(cost).real)
 
         ramp = (np.arange(self.reps) + 0.5) / self.reps

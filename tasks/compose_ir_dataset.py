@@ -93,15 +93,20 @@ def split_key(row: dict) -> str:
     return "prompt:" + prompt_digest(row["prompt"])
 
 
+def hash_unit(key: str) -> float:
+    """A fixed number in [0, 1) per key: where a key falls in the hash bands below."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 2**32
+
+
 def split_of(key: str, val_fraction: float, test_fraction: float) -> Split:
     """Fixed per key: test takes the lowest hash band, val the next, train the rest."""
-    u = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 2**32
+    u = hash_unit(key)
     return "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
 
 
 def takes_share(key: str, share: float) -> bool:
     """Whether ``key`` is among a stable ``share`` of all keys (a hash band independent of the split's)."""
-    return share >= 1 or int(hashlib.sha256(f"share:{key}".encode()).hexdigest()[:8], 16) / 2**32 < share
+    return share >= 1 or hash_unit(f"share:{key}") < share
 
 
 def request_messages(prompt: str, system_prompt: str = SYSTEM_PROMPT) -> list[dict]:
