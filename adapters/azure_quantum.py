@@ -2,7 +2,7 @@
 
 Microsoft retired Azure Quantum's optimisation (QIO) targets, and the ``azure-quantum`` SDK (3.x) no
 longer has an optimisation module, so a QUBO reaches Azure as a circuit: the QAOA angles are tuned
-locally on Aer (``QAOASolver.optimise``), the bound circuit is lowered to IonQ's gate set and
+locally on the exact statevector (``QAOASolver.optimise``), the bound circuit is lowered to IonQ's gate set and
 submitted as ``ionq.circuit.v1`` JSON; the returned histogram is decoded into ranked samples.
 
 Credentials stay in the environment: ``AZURE_QUANTUM_CONNECTION_STRING``, or ``AZURE_QUANTUM_RESOURCE_ID``
