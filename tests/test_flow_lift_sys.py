@@ -11,6 +11,7 @@ from flows.lift_sys import PROJECT, LiftSysConfig, data_stages, lift_sys
 from flows.runner import StageTimer
 from tests.plans import TINY_SFT
 
+# IR chat records run past TINY_SFT's 384 tokens (an IR alone is up to ~380), so this plan keeps 512
 TINY = ["prompts.per_category=12", "generate_ir.n=2", *TINY_SFT, "sft.trainer.max_length=512", "export.parity_prompts=2",
         "install.retries=0", "evaluate.max_prompts=3", "evaluate.max_tokens=48"]
 
