@@ -2,8 +2,10 @@
 
 The reference server validates requests with these models (FastAPI turns violations into HTTP 422)
 and the client validates every response with them. Requests forbid unknown fields, so a typo such
-as ``sytem_size`` is an error instead of a silent default. Responses allow extra fields: users' own
-labs add some (e.g. a wall-clock execution time), and ids or summaries may differ in form.
+as ``sytem_size`` is an error instead of a silent default. Responses are liberal in what
+they accept, because users' own Jarvis labs differ from the reference one (DESIGN.md): extra fields are
+kept, ids may be numbers, ``top_k`` may be an int, a list or a dict, and a feature vector may carry
+non-physics entries (a wall-clock time, the size, the depth) whose positions the harvest is told.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ SystemSize = Annotated[int, Field(ge=4, le=256, description="Number of qubits in
 Depth = Annotated[int, Field(ge=1, le=MAX_DEPTH, description="Evolution layers after preparation")]
 # Some labs number their experiments; the pipeline only needs a stable string.
 ExperimentId = Annotated[str, BeforeValidator(lambda v: str(v) if type(v) is int else v)]
-FeatureVector = Annotated[list[float], Field(min_length=FEATURE_LENGTH, max_length=FEATURE_LENGTH)]
+# Which entries are physics is the harvest's business (``HarvestConfig.physics_features``), not the schema's.
+FeatureVector = Annotated[list[float], Field(min_length=1, max_length=4096)]
 
 
 class LabRequest(BaseModel):
@@ -112,7 +115,7 @@ class PhaseSummary(LabResponse):
     system_size: int
     depth: int
     seed: int
-    top_k: list[Any] | dict[str, Any]  # shape differs between labs; informational only
+    top_k: Any = None  # a list of bitstrings here, an int (k) in users' labs: informational only
     magnetization: float
     entropy_proxy: float
     correlation_length: float

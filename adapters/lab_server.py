@@ -2,9 +2,11 @@
 
 Flows start it on loopback when no lab URL is configured; it answers exactly like a user's own
 Jarvis server, except that it is deterministic (same request, same response and experiment id).
-Fault injection (HTTP 503s, hangs) lets tests exercise a client's retries against a real server.
+``--quirks`` makes it answer like the user's own lab as measured (``adapters.lab_quirks``: int top_k,
+fractional correlation length, a timing feature, zeros on a repeated request, noise). Fault injection
+(HTTP 503s, hangs) lets tests exercise a client's retries against a real server.
 
-    python -m adapters.lab_server --port 8000 [--host 127.0.0.1] [--fail-rate 0.3] [--timeout-rate 0.1]
+    python -m adapters.lab_server --port 8000 [--host 127.0.0.1] [--quirks] [--fail-rate 0.3] [--timeout-rate 0.1]
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from adapters import lab_physics
+from adapters.lab_quirks import JarvisQuirks
 from adapters.lab_schema import (DiscoveryRequest, DiscoveryResponse, HealthResponse, PhaseExperimentResponse,
                                  ReplayDriftRequest, ReplayDriftResponse, RunPhaseRequest, TRIRequest, TRIResponse)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FAULT_FLAGS = {"fail_rate": "--fail-rate", "timeout_rate": "--timeout-rate", "hang_seconds": "--hang-seconds",
                "fault_seed": "--fault-seed"}
+MODE_FLAGS = {"quirks": "--quirks"}
 
 
 def experiment_id(params: dict) -> str:
@@ -60,11 +64,14 @@ def _run(phase_type: str, system_size: int, depth: int, seed: int, bias: float |
         return lab_physics.run_phase(phase_type, system_size, depth, seed, bias)
 
 
-def _experiment(phase_type: str, system_size: int, depth: int, seed: int, bias: float | None) -> dict:
+def _experiment(phase_type: str, system_size: int, depth: int, seed: int, bias: float | None,
+                quirks: JarvisQuirks | None = None) -> dict:
     params = {"phase_type": phase_type, "system_size": system_size, "depth": depth, "seed": seed, "bias": bias}
+    started = time.perf_counter()
     run = _run(phase_type, system_size, depth, seed, bias)
-    return {"experiment_id": experiment_id(params), "phase_type": phase_type, "feature_vector": list(run.features),
-            "summary": dict(run.summary), "params": params}
+    exp = {"experiment_id": experiment_id(params), "phase_type": phase_type, "feature_vector": list(run.features),
+           "summary": dict(run.summary), "params": params}
+    return quirks.experiment(exp, time.perf_counter() - started) if quirks else exp
 
 
 class FaultInjector:
@@ -91,9 +98,15 @@ class FaultInjector:
 
 
 def create_app(fail_rate: float = 0.0, timeout_rate: float = 0.0, hang_seconds: float = 5.0,
-               fault_seed: int = 0) -> FastAPI:
-    """The Jarvis lab API; ``fail_rate``/``timeout_rate`` of POST calls get a 503 / wait ``hang_seconds``."""
+               fault_seed: int = 0, quirks: bool = False) -> FastAPI:
+    """The Jarvis lab API; ``fail_rate``/``timeout_rate`` of POST calls get a 503 / wait ``hang_seconds``;
+    ``quirks`` answers like the user's own lab (``adapters.lab_quirks``)."""
     faults = FaultInjector(fail_rate, timeout_rate, hang_seconds, fault_seed)
+    lab_quirks = JarvisQuirks() if quirks else None
+
+    def answer(body: dict):
+        # The user's lab sends its own JSON (integer ids); the schema's response models would turn them into strings.
+        return JSONResponse(body) if lab_quirks else body
     app = FastAPI(title="labtune reference Jarvis lab",
                   description="Quantum phases of a qubit chain simulated with Qiskit Aer (matrix product states).")
     app.state.faults = faults
@@ -116,18 +129,19 @@ def create_app(fail_rate: float = 0.0, timeout_rate: float = 0.0, hang_seconds: 
     @app.post("/run_phase_experiment", response_model=PhaseExperimentResponse)
     def run_phase_experiment(req: RunPhaseRequest | None = None) -> dict:
         req = req or RunPhaseRequest()
-        return _experiment(**req.model_dump())
+        return answer(_experiment(**req.model_dump(), quirks=lab_quirks))
 
     @app.post("/tri", response_model=TRIResponse)
     def tri(req: TRIRequest | None = None) -> dict:
         req = req or TRIRequest()
         reverse_bias = round(1.0 - req.bias, 12)  # 1 - 0.7 would otherwise be 0.30000000000000004
         common = {"phase_type": req.phase_type, "system_size": req.system_size, "depth": req.depth, "seed": req.seed}
-        forward, reverse = _experiment(**common, bias=req.bias), _experiment(**common, bias=reverse_bias)
-        return {"forward_id": forward["experiment_id"], "reverse_id": reverse["experiment_id"],
-                "forward_features": forward["feature_vector"], "reverse_features": reverse["feature_vector"],
-                "TRI": round(lab_physics.feature_distance(forward["feature_vector"], reverse["feature_vector"]), 6),
-                "params": {**common, "bias": req.bias, "reverse_bias": reverse_bias}}
+        forward = _experiment(**common, bias=req.bias, quirks=lab_quirks)
+        reverse = _experiment(**common, bias=reverse_bias, quirks=lab_quirks)
+        return answer({"forward_id": forward["experiment_id"], "reverse_id": reverse["experiment_id"],
+                       "forward_features": forward["feature_vector"], "reverse_features": reverse["feature_vector"],
+                       "TRI": round(lab_physics.feature_distance(forward["feature_vector"], reverse["feature_vector"]), 6),
+                       "params": {**common, "bias": req.bias, "reverse_bias": reverse_bias}})
 
     @app.post("/discovery", response_model=DiscoveryResponse)
     def discovery(req: DiscoveryRequest | None = None) -> dict:
@@ -147,11 +161,11 @@ def create_app(fail_rate: float = 0.0, timeout_rate: float = 0.0, hang_seconds: 
         runs = []
         for factor in req.depth_factors:
             depth = req.base_depth * factor
-            exp = _experiment(req.phase_type, req.system_size, depth, req.seed, None)
+            exp = _experiment(req.phase_type, req.system_size, depth, req.seed, None, quirks=lab_quirks)
             drift = lab_physics.feature_distance(exp["feature_vector"], runs[0]["features"]) if runs else 0.0
             runs.append({"depth": depth, "id": exp["experiment_id"], "features": exp["feature_vector"],
                          "drift": round(drift, 6)})
-        return {"phase_type": req.phase_type, "base_depth": req.base_depth, "runs": runs}
+        return answer({"phase_type": req.phase_type, "base_depth": req.base_depth, "runs": runs})
 
     return app
 
@@ -170,15 +184,21 @@ def _stderr_tail(log, lines: int = 30) -> str:
 @contextmanager
 def reference_lab(port: int | None = None, *, host: str = "127.0.0.1", startup_timeout: float = 30.0,
                   **fault_kwargs) -> Iterator[str]:
-    """Run the reference lab in a subprocess on loopback; yields its base URL and always stops it."""
-    unknown = set(fault_kwargs) - set(FAULT_FLAGS)
+    """Run the reference lab in a subprocess on loopback; yields its base URL and always stops it.
+
+    ``fault_kwargs``: the fault options of ``create_app``, and ``quirks=True`` for the user's-lab mode."""
+    unknown = set(fault_kwargs) - set(FAULT_FLAGS) - set(MODE_FLAGS)
     if unknown:
-        raise TypeError(f"reference_lab() got unknown options {sorted(unknown)}; expected {sorted(FAULT_FLAGS)}")
+        raise TypeError(f"reference_lab() got unknown options {sorted(unknown)}; "
+                        f"expected {sorted(FAULT_FLAGS) + sorted(MODE_FLAGS)}")
     port = port or _free_port(host)
     url = f"http://{host}:{port}"
     cmd = [sys.executable, "-m", "adapters.lab_server", "--host", host, "--port", str(port)]
     for key, value in fault_kwargs.items():
-        cmd += [FAULT_FLAGS[key], str(value)]
+        if key in MODE_FLAGS:
+            cmd += [MODE_FLAGS[key]] if value else []
+        else:
+            cmd += [FAULT_FLAGS[key], str(value)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -212,6 +232,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    parser.add_argument("--quirks", action="store_true",
+                        help="answer like the user's own Jarvis lab (int top_k, fractional correlation length, "
+                             "timing feature, zeros on a repeated request, noise)")
     parser.add_argument("--fail-rate", type=float, default=0.0, help="fraction of POST calls answered with HTTP 503")
     parser.add_argument("--timeout-rate", type=float, default=0.0,
                         help="fraction of POST calls that wait --hang-seconds before answering")
@@ -222,10 +245,11 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     try:
-        app = create_app(args.fail_rate, args.timeout_rate, args.hang_seconds, args.fault_seed)
+        app = create_app(args.fail_rate, args.timeout_rate, args.hang_seconds, args.fault_seed, quirks=args.quirks)
     except ValueError as exc:
         parser.error(str(exc))
-    print(f"reference Jarvis lab on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    mode = " (quirks: the user's-lab mode)" if args.quirks else ""
+    print(f"reference Jarvis lab{mode} on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=2)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -111,6 +112,53 @@ def flow_params(args) -> dict:
                 data_dir=str(args.data_dir) if args.data_dir else None, overrides=args.overrides)
 
 
+class _UserErrorsOnce(logging.Filter):
+    """Keeps Prefect's console from printing a user error (with its traceback) that the CLI prints as one line.
+
+    Only the terminal is spared: the API log handler still sends the full record to the Prefect UI.
+    """
+
+    FAILED = re.compile(r"^Finished in state Failed\(.*?exception:? (\w+):")
+
+    def __init__(self, errors: tuple[type[BaseException], ...]) -> None:
+        super().__init__()
+        self.errors = errors
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(("prefect.flow_runs", "prefect.task_runs")):
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, self.errors):
+            return False
+        failed = self.FAILED.match(record.getMessage())
+        return not (failed and failed.group(1) in _names(self.errors))
+
+
+def _names(classes) -> set[str]:
+    """Names of the classes and all their subclasses (how Prefect's state messages name an exception)."""
+    names, todo = set(), list(classes)
+    while todo:
+        cls = todo.pop()
+        if cls.__name__ not in names:
+            names.add(cls.__name__)
+            todo.extend(cls.__subclasses__())
+    return names
+
+
+@contextmanager
+def user_errors_printed_once(errors: tuple[type[BaseException], ...]) -> Iterator[None]:
+    """While a flow runs from the CLI, leave the reporting of ``errors`` to the CLI's one line."""
+    handlers = [h for h in logging.getLogger().handlers if type(h).__name__ == "PrefectConsoleHandler"]
+    quiet = _UserErrorsOnce(errors)
+    for h in handlers:
+        h.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(quiet)
+
+
 def run_flow_cli(flow_fn, project: str, config_model, params: dict, user_errors: tuple[type[Exception], ...] = ()) -> int:
     """Validate the config (cheap, before any work), run the flow, print its headline; user errors exit 2."""
     import sys
@@ -118,12 +166,16 @@ def run_flow_cli(flow_fn, project: str, config_model, params: dict, user_errors:
     from flows.config import ConfigError, load_config
     from tasks.records import RecordError
 
+    errors = (ConfigError, RecordError, FileNotFoundError, *user_errors)
     try:
         load_config(config_model, project, config=params["config"], profile=params["profile"], overrides=params["overrides"])
-        summary = flow_fn(**params)
-    except (ConfigError, RecordError, FileNotFoundError, *user_errors) as e:
+        with user_errors_printed_once(errors):
+            summary = flow_fn(**params)
+    except errors as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if summary.get("evaluation_table"):
+        print(f"{project}: held-out evaluation, base vs trained\n{summary['evaluation_table']}")
     print(f"{project}: eval loss {summary.get('eval_loss_before')} → {summary.get('eval_loss_after')}; "
           f"GGUF parity {summary.get('parity_rate')}; installed in Ollama: {summary.get('installed')}")
     print(f"summary: {summary.get('summary_path')}")

@@ -3,7 +3,10 @@
 Works against any Jarvis-compatible lab (the user's own, or labtune's reference lab, which is
 started on loopback when no URL is given). Every planned experiment is harvested exactly once:
 finished results are appended to a work log as they arrive, so an interrupted harvest resumes
-where it stopped, and a retried request can never produce a second copy.
+where it stopped, and a retried request can never produce a second copy. A degenerate response (all
+physics features zero or equal, or a repeat of another experiment's answer: ``tasks.lab_responses``)
+is asked again with a fresh seed, the substitution recorded in the row; one that stays degenerate goes
+to ``rejects.jsonl`` with its reason and never reaches training.
 
     python -m tasks.harvest_experiments --out data/ben_lab/harvest [--lab-url http://127.0.0.1:8000]
 """
@@ -13,14 +16,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import random
+import sys
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Literal
 
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.lab_client import LabClient, LabServerError
+from adapters.lab_client import LabClient, LabError, LabServerError
+from tasks.lab_responses import physics_view, remember, screen
 from tasks.reporting import StageProgress, counts_table, publish_table, say
 from tasks.stage_cli import config_from_args, stage_parser
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
@@ -47,6 +53,17 @@ class HarvestConfig(BaseModel):
     concurrency: int = Field(4, ge=1, le=64, description="Requests in flight at once")
     timeout_s: float = Field(60.0, gt=0, description="Per-request timeout in seconds")
     retries: int = Field(4, ge=0, description="Retries per request on 5xx/timeouts (never on 4xx)")
+    physics_features: list[int] | None = Field(
+        list(range(13)), description="Entries of the feature vector that describe the physics (a Jarvis lab: 0-12; "
+        "13-15 are wall-clock seconds, size and depth); TRI and drift are recomputed on them. None = every entry")
+    degenerate_retries: int = Field(3, ge=0, description="Fresh-seed requests for an experiment whose response is "
+                                    "degenerate (physics features all zero/equal, or a repeat of another's)")
+    max_degenerate_share: float = Field(0.05, ge=0, le=1, description="Fail the stage when more of the plan than "
+                                        "this stays degenerate after the fresh-seed requests")
+
+
+class DegenerateLabError(LabError):
+    """The lab kept answering with measurements that carry no physics."""
 
 
 class PlannedExperiment(BaseModel):
@@ -84,7 +101,8 @@ def plan_experiments(cfg: HarvestConfig) -> list[PlannedExperiment]:
 
 
 def _load_done(log: Path) -> dict[str, dict]:
-    """Results already harvested by an interrupted run (a torn last line is ignored)."""
+    """Results already harvested by an interrupted run (a torn last line and rejected rows, which a re-run
+    asks again, are ignored)."""
     done: dict[str, dict] = {}
     if log.exists():
         for line in log.read_text().splitlines():
@@ -92,8 +110,16 @@ def _load_done(log: Path) -> dict[str, dict]:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            done[row["id"]] = row
+            if "rejected" not in row:
+                done[row["id"]] = row
     return done
+
+
+def reseeded(item: PlannedExperiment, rng: random.Random) -> PlannedExperiment:
+    """The same experiment with a fresh seed (drawn per harvest: a lab that zeroes repeats has seen the old ones)."""
+    if "seed" not in item.request:
+        return item
+    return item.model_copy(update={"request": {**item.request, "seed": rng.randrange(10**6, 2**31)}})
 
 
 def _call(client: LabClient, item: PlannedExperiment) -> dict:
@@ -116,29 +142,92 @@ def harvest(cfg: HarvestConfig, inputs: None, out_dir: Path) -> Path:
         client = LabClient(url, timeout=cfg.timeout_s, retries=cfg.retries)
         health = client.health()
         say(f"[harvest] lab {url}: {health.status}; {len(done)} done earlier, {len(todo)} to run")
+        seen: dict[tuple, str] = {}
+        for row in done.values():
+            remember(row, cfg.physics_features, seen)
         with open(work_log, "a") as log, StageProgress(f"harvest {len(todo)} experiments", len(todo)) as progress, \
                 ThreadPoolExecutor(cfg.concurrency) as pool:
-            futures = [pool.submit(_call, client, item) for item in todo]
+            screening = _Screening(cfg, seen, log)
+            pending = {pool.submit(_call, client, item): (item, item) for item in todo}
             try:
-                for fut in as_completed(futures):
-                    row = fut.result()
-                    log.write(json.dumps(row) + "\n")
-                    log.flush()
-                    done[row["id"]] = row
-                    progress.advance()
+                while pending:
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        planned, asked = pending.pop(fut)
+                        retry = screening.take(planned, asked, fut.result(), done)
+                        if retry is not None:
+                            pending[pool.submit(_call, client, retry)] = (planned, retry)
+                        else:
+                            progress.advance()
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)  # what finished is in the work log for the re-run
                 raise
-        rows = [done[item.id] for item in plan]
+        rejects = screening.rejects
+        share = len(rejects) / max(1, len(plan))
+        if share > cfg.max_degenerate_share:
+            raise DegenerateLabError(
+                f"the lab at {url} answered {screening.degenerate} of {screening.calls} requests with degenerate "
+                f"measurements, and {len(rejects)} of {len(plan)} planned experiments ({share:.0%} > "
+                f"harvest.max_degenerate_share {cfg.max_degenerate_share}) stayed degenerate after "
+                f"{cfg.degenerate_retries} fresh seeds each (first: {rejects[0]['id']}: {rejects[0]['reason']}). "
+                "A Jarvis lab answers a request it has already served in the same process with all-zero features: "
+                "restart the lab server, or check harvest.physics_features against your lab's feature layout")
+        rows = [done[item.id] for item in plan if item.id in done]
         with open(out.tmp / "experiments.jsonl", "w") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in rows)
+        with open(out.tmp / "rejects.jsonl", "w") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in rejects)
         out.counts = {kind: sum(r["kind"] == kind for r in rows) for kind in ENDPOINT}
-        out.counts["total"] = len(rows)
+        out.counts.update(total=len(rows), degenerate_responses=screening.degenerate,
+                          substituted=sum("substituted_for" in r for r in rows), rejected=len(rejects))
         out.metrics = {"retries": client.retries_used, "resumed_from_earlier_run": len(plan) - len(todo)}
         out.extra["lab"] = {"url": url if cfg.lab_url else "reference lab (loopback)", "health": health.model_dump(mode="json")}
+    if screening.degenerate:
+        say(f"[harvest] {screening.degenerate} degenerate response(s): {out.counts['substituted']} experiment(s) "
+            f"re-run with a fresh seed, {len(rejects)} rejected (rejects.jsonl)")
     os.remove(work_log)
     publish_table("harvest", counts_table(out.counts, out.metrics), f"Experiments harvested from {url}")
     return out_dir
+
+
+class _Screening:
+    """Decides, response by response, whether a row is kept, asked again with a fresh seed, or rejected."""
+
+    def __init__(self, cfg: HarvestConfig, seen: dict[tuple, str], log) -> None:
+        self.cfg, self.seen, self.log = cfg, seen, log
+        self.rng = random.Random()  # fresh seeds differ between harvests of the same plan
+        self.attempts: dict[str, int] = {}
+        self.first_reason: dict[str, str] = {}
+        self.rejects: list[dict] = []
+        self.calls = self.degenerate = 0
+
+    def take(self, planned: PlannedExperiment, asked: PlannedExperiment, row: dict, done: dict) -> PlannedExperiment | None:
+        """Keep ``row`` (into ``done`` and the work log) or return the request to send instead."""
+        self.calls += 1
+        reason = screen(row, self.cfg.physics_features, self.seen)
+        if reason is None:
+            if asked is not planned:
+                row["substituted_for"] = {"request": planned.request, "reason": self.first_reason[planned.id]}
+            row["physics"] = physics_view(row, self.cfg.physics_features)
+            remember(row, self.cfg.physics_features, self.seen)
+            self._log(row)
+            done[row["id"]] = row
+            return None
+        self.degenerate += 1
+        self.first_reason.setdefault(planned.id, reason)
+        tries = self.attempts[planned.id] = self.attempts.get(planned.id, 0) + 1
+        retry = reseeded(asked, self.rng)
+        if tries <= self.cfg.degenerate_retries and retry is not asked:
+            return retry
+        reject = {"id": planned.id, "endpoint": row["endpoint"], "request": asked.request, "reason": reason,
+                  "attempts": tries, "rejected": True}
+        self.rejects.append(reject)
+        self._log(reject)
+        return None
+
+    def _log(self, row: dict) -> None:
+        self.log.write(json.dumps(row) + "\n")
+        self.log.flush()
 
 
 @contextlib.contextmanager
@@ -166,13 +255,19 @@ def harvest_experiments(cfg: HarvestConfig, inputs: None, out_dir: Path) -> Path
     return harvest(cfg, inputs, out_dir)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("python -m tasks.harvest_experiments", __doc__, HarvestConfig)
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--lab-url", help="Jarvis-compatible lab URL (default: start the reference lab)")
     args = parser.parse_args(argv)
-    print(harvest(config_from_args(HarvestConfig, args, parser, lab_url=args.lab_url), None, args.out))
+    cfg = config_from_args(HarvestConfig, args, parser, lab_url=args.lab_url)
+    try:
+        print(harvest(cfg, None, args.out))
+    except LabError as e:  # the lab's answer or its absence: one line for the user, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -120,7 +120,7 @@ def test_unreachable_lab_names_the_url_and_how_to_start_it():
     assert client.retries_used == 1
 
 
-def users_lab(feature_length: int = 16) -> FastAPI:
+def users_lab(magnetization: object = None) -> FastAPI:
     """A Jarvis lab as users run it: integer ids, a wall-clock field, random features."""
     app = FastAPI()
 
@@ -128,11 +128,11 @@ def users_lab(feature_length: int = 16) -> FastAPI:
     def run(body: dict) -> dict:
         started = time.perf_counter()
         summary = {"phase_type": body["phase_type"], "system_size": 16, "depth": 4, "seed": 1,
-                   "top_k": [["0101", 3]], "magnetization": random.random(), "entropy_proxy": 1.0,
+                   "top_k": 1, "magnetization": random.random() if magnetization is None else magnetization, "entropy_proxy": 1.0,
                    "correlation_length": 2.0, "string_order": 0.1, "randomness_score": 0.5, "branch_count": 40,
                    "interfered_count": 3}
         return {"experiment_id": random.randrange(10**6), "phase_type": body["phase_type"],
-                "feature_vector": [random.random() for _ in range(feature_length)], "summary": summary,
+                "feature_vector": [random.random() for _ in range(16)], "summary": summary,
                 "params": body, "execution_time": time.perf_counter() - started}
 
     return app
@@ -142,10 +142,10 @@ def test_accepts_a_users_lab_with_extra_fields():
     with serve(users_lab()) as url:
         run = LabClient(url).run_phase_experiment(phase_type="pseudorandom")
     assert isinstance(run, PhaseExperimentResponse) and run.experiment_id.isdigit()
-    assert "execution_time" in run.model_extra and run.summary.top_k == [["0101", 3]]
+    assert "execution_time" in run.model_extra and run.summary.top_k == 1, "the user's lab sends top_k as an int"
 
 
 def test_malformed_response_names_endpoint_and_field():
-    with serve(users_lab(feature_length=15)) as url:
-        with pytest.raises(LabResponseError, match=r"/run_phase_experiment .*'feature_vector'"):
+    with serve(users_lab(magnetization="n/a")) as url:
+        with pytest.raises(LabResponseError, match=r"^/run_phase_experiment .*'summary.magnetization'.*'n/a'[^\n]*$"):
             LabClient(url).run_phase_experiment(phase_type="pseudorandom")

@@ -125,3 +125,48 @@ def test_cli_help():
     out = subprocess.run([sys.executable, "-m", "adapters.lab_server", "--help"], cwd=REPO_ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "--fail-rate" in out.stdout and "--port" in out.stdout
+
+
+@pytest.fixture(scope="module")
+def users_lab() -> str:
+    with reference_lab(quirks=True) as url:
+        yield url
+
+
+def test_quirks_mode_answers_like_the_users_lab(users_lab):
+    req = {"phase_type": "ising_symmetry_breaking", "seed": 11, **SMALL}
+    body = post(users_lab, "run_phase_experiment", req).json()
+    s, vec = body["summary"], body["feature_vector"]
+    assert s["top_k"] == 1 and isinstance(body["experiment_id"], int)
+    assert 0 <= s["correlation_length"] <= 1, "a fraction of the chain, not a number of sites"
+    assert len(vec) == 16 and vec[14] == 8.0 and vec[15] == 2.0 and 0 < vec[13] < 60, "[13] seconds, [14] size, [15] depth"
+    assert any(v != 0 for v in vec[:13])
+
+
+def test_quirks_mode_zeroes_a_repeated_request(users_lab):
+    req = {"phase_type": "spt_cluster", "seed": 12, **SMALL}
+    first, again = post(users_lab, "run_phase_experiment", req).json(), post(users_lab, "run_phase_experiment", req).json()
+    assert any(v != 0 for v in first["feature_vector"][:13])
+    assert again["feature_vector"][:13] == [0.0] * 13 and again["feature_vector"][14:] == [8.0, 2.0]
+    assert again["experiment_id"] != first["experiment_id"]
+
+
+def test_quirks_mode_tri_and_drift_count_timing_size_and_depth(users_lab):
+    import numpy as np
+
+    tri = post(users_lab, "tri", {"phase_type": "trivial_product", "seed": 13, "bias": 0.8, **SMALL}).json()
+    fwd, rev = np.array(tri["forward_features"]), np.array(tri["reverse_features"])
+    assert tri["TRI"] == pytest.approx(float(np.linalg.norm(fwd - rev)), abs=1e-5)
+    assert fwd[13] != rev[13], "two runs never take the same wall-clock time"
+    drift = post(users_lab, "replay_drift", {"phase_type": "pseudorandom", "system_size": 8, "base_depth": 1, "seed": 14,
+                                             "depth_factors": [1, 2]}).json()
+    second = drift["runs"][1]
+    assert second["features"][15] - drift["runs"][0]["features"][15] == 1.0
+    assert second["drift"] >= 1.0, "the depth difference is part of the lab's drift"
+
+
+def test_quirks_mode_is_not_deterministic(users_lab):
+    req = {"phase_type": "pseudorandom", "seed": 15, **SMALL}
+    with reference_lab(quirks=True) as other:
+        a, b = post(users_lab, "run_phase_experiment", req).json(), post(other, "run_phase_experiment", req).json()
+    assert a["feature_vector"][:13] != b["feature_vector"][:13] and a["summary"] != b["summary"]
