@@ -117,14 +117,15 @@ def _import_llama_cpp():
 
 
 class GgufModel:
-    """A GGUF loaded in llama-cpp-python (optionally with a LoRA GGUF on top), for greedy checks.
+    """A GGUF loaded in llama-cpp-python (optionally with a LoRA GGUF on top), for greedy and logit checks.
 
     One thread by default: with two threads on two shared cores, llama.cpp's threads spin-wait on
-    each other whenever another process holds a core (measured 150x slower).
+    each other whenever another process holds a core (measured 150x slower). ``logits_all=True`` keeps
+    the logits of every position (``next_token_logits``); it costs ``n_ctx × n_vocab`` floats.
     """
 
     def __init__(self, path: Path, *, n_ctx: int = 2048, n_threads: int = 1, lora_path: Path | None = None,
-                 n_gpu_layers: int = 0):
+                 n_gpu_layers: int = 0, logits_all: bool = False):
         llama_cpp = _import_llama_cpp()
         self.path = Path(path)
         if not self.path.is_file():
@@ -132,12 +133,13 @@ class GgufModel:
         try:
             self.llm = llama_cpp.Llama(
                 model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads, verbose=False,
-                lora_path=str(lora_path) if lora_path else None, n_gpu_layers=n_gpu_layers,
+                lora_path=str(lora_path) if lora_path else None, n_gpu_layers=n_gpu_layers, logits_all=logits_all,
             )
         except (ValueError, RuntimeError) as e:
             raise LlamaCppError(f"llama.cpp could not load {self.path}"
                                 f"{f' with LoRA {lora_path}' if lora_path else ''}: {e}") from None
         self.n_ctx = n_ctx
+        self.logits_all = logits_all
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -190,6 +192,16 @@ class GgufModel:
             if stop_when is not None and len(out) % check_every == 0 and stop_when(out):
                 break
         return out
+
+    def next_token_logits(self, ids: Sequence[int]):
+        """Logits ``[len(ids), n_vocab]`` (numpy float32) for the token after each prefix of ``ids`` (teacher forcing)."""
+        if not self.logits_all:
+            raise LlamaCppError(f"{self.path}: per-position logits need GgufModel(..., logits_all=True)")
+        if not 0 < len(ids) <= self.n_ctx:
+            raise LlamaCppError(f"{len(ids)} tokens do not fit n_ctx={self.n_ctx} (need 1 to n_ctx)")
+        self.llm.reset()
+        self.llm.eval(list(ids))
+        return self.llm.scores[: len(ids)].copy()
 
     def close(self) -> None:
         """Free the model now (llama-cpp-python's own finaliser can fail at interpreter exit)."""

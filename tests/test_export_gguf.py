@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 import tarfile
@@ -13,12 +14,14 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.llama_cpp import GgufModel, LlamaCppError, convert_hf, resolve_llama_cpp_dir
-from tasks.export_gguf import ExportConfig, _check, _sft_parts, agreement, run
-from tasks.records import write_jsonl
+from tasks.export_gguf import ExportConfig, _check, _sft_parts, _verify, run
+from tasks.gguf_parity import conversation_ids, hf_logits, parity_failure, summarize, teacher_forced_agreement
+from tasks.records import read_chat_records, write_jsonl
 from tasks.stage import read_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+BROKEN_TENSOR = "blk.3.attn_output.weight"  # zeroed in a copy of model-f16.gguf: a conversion that lost a tensor
 QUESTIONS = ["What is the magnetization of an Ising chain at low temperature?",
              "Explain the TRI metric in one sentence.", "What does an SPT cluster phase look like?"]
 
@@ -73,30 +76,42 @@ def exported(sft_dir, val_jsonl, tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_export_writes_all_ggufs_with_parity_and_template_match(exported):
+    """The plain export differs from transformers only by f16 rounding: every gated position agrees, KL is tiny."""
     manifest = read_manifest(exported)
     assert manifest["gguf"] == {"f16": "model-f16.gguf", "q8_0": "model-q8_0.gguf",
                                 "adapter": "adapter-f16.gguf", "base": "base-f16.gguf"}
     for name in manifest["gguf"].values():
         assert (exported / name).read_bytes()[:4] == b"GGUF"
-    metrics = manifest["metrics"]
-    assert metrics["parity_prompts"] == 3 and metrics["parity_rate"] >= 0.95
-    assert metrics["adapter_parity_rate"] >= 0.95
+    metrics, cfg = manifest["metrics"], ExportConfig()
+    assert metrics["parity_prompts"] == 3 and metrics["parity_positions"] > 60
+    for prefix in ("parity", "adapter_parity"):
+        assert metrics[f"{prefix}_rate"] >= 0.95 and metrics[f"{prefix}_real_disagreements"] == 0
+        assert metrics[f"{prefix}_kl_mean"] < cfg.parity_max_kl / 10
+    assert "q8_0_parity_rate" in metrics and "q8_0_parity_kl_mean" in metrics  # reported, not gated
     assert metrics["template_match"] is True and metrics["prompt_tokens_match"] == 1.0
     assert metrics["size_q8_0_mb"] < 0.6 * metrics["size_f16_mb"]
     assert (exported / "chat_template.jinja").read_text().startswith("{% for message in messages %}")
     assert manifest["tokens"] == {"bos": "<|im_start|>", "eos": "<|im_end|>"}
     rows = [json.loads(line) for line in (exported / "parity.jsonl").read_text().splitlines()]
-    assert all(r["hf"] == r["f16"] and 0 < len(r["hf"]) <= 16 for r in rows)
+    assert [r["record"] for r in rows] == [1, 2, 3]
+    assert all(r["f16"]["positions"] == r["tokens"] and r["f16"]["real"] == 0 for r in rows)
+    sample = manifest["sample"]
+    assert sample["transformers"] and sample["llama_cpp"] and 0 < metrics["sample_tokens"] <= 16
 
 
 @pytest.mark.slow
-def test_adapter_gguf_changes_the_base_output(exported):
-    """The LoRA GGUF really applies: base alone answers differently from base + adapter (= merged)."""
-    rows = [json.loads(line) for line in (exported / "parity.jsonl").read_text().splitlines()]
-    with GgufModel(exported / "base-f16.gguf", n_ctx=512) as base:
-        plain = [base.greedy(r["llama_prompt_ids"], 16, stop_ids=[2]) for r in rows]
-    assert any(p != r["adapter"] for p, r in zip(plain, rows))
-    assert all(r["adapter"] == r["hf"] for r in rows)
+def test_adapter_gguf_changes_the_base_output(exported, sft_dir, val_jsonl):
+    """The LoRA GGUF really applies: base alone reads the val conversations differently from base + adapter."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(sft_dir / "merged")
+    model = AutoModelForCausalLM.from_pretrained(sft_dir / "merged", dtype=torch.float32).eval()
+    ids = conversation_ids(tok, read_chat_records(val_jsonl)[0].model_dump()["messages"])[1]
+    with GgufModel(exported / "base-f16.gguf", n_ctx=len(ids), logits_all=True) as base:
+        plain = teacher_forced_agreement(hf_logits(model, ids), base.next_token_logits(ids), margin=0.05)
+    adapter = json.loads((exported / "parity.jsonl").read_text().splitlines()[0])["adapter"]
+    assert adapter["real"] == 0 and plain.summary()["kl_mean"] > 100 * adapter["kl_mean"]
 
 
 @pytest.mark.slow
@@ -106,23 +121,82 @@ def test_second_run_is_a_cache_hit(exported, sft_dir, val_jsonl):
     assert read_manifest(exported)["finished_at"] == before["finished_at"]
 
 
+def _break_tensor(gguf: Path, name: str) -> None:
+    """Zero one weight tensor of a GGUF in place, as a converter that lost it would."""
+    from gguf import GGUFReader
+
+    tensor = next(t for t in GGUFReader(gguf, "r+").tensors if t.name == name)
+    tensor.data[...] = 0
+    tensor.data.flush()
+
+
+@pytest.mark.slow
+def test_broken_tensor_fails_naming_the_file_and_the_worst_position(exported, sft_dir, val_jsonl, tmp_path):
+    (tmp_path / "model-f16.gguf").write_bytes((exported / "model-f16.gguf").read_bytes())
+    _break_tensor(tmp_path / "model-f16.gguf", BROKEN_TENSOR)
+    records = [r.model_dump()["messages"] for r in read_chat_records(val_jsonl)]
+    cfg = ExportConfig(outtypes=["f16"], export_adapter=False, parity_tokens=4)
+    with pytest.raises(LlamaCppError) as err:
+        _verify(cfg, sft_dir / "merged", tmp_path, {"f16": "model-f16.gguf"}, records)
+    msg = str(err.value)
+    assert msg.startswith("llama.cpp parity of merged model-f16.gguf failed")
+    assert re.search(r"differs from transformers' at \d+ positions .* where transformers is not near a tie", msg)
+    assert re.search(r"Worst position: val record [123], token \d+ of \d+, after …'.*': transformers picks '.*' "
+                     r"\(log-prob -?\d+\.\d+; llama.cpp gives it -?\d+\.\d+\), llama.cpp picks", msg)
+    assert "conversion is likely broken" in msg and "llama_cpp_dir" in msg
+
+
+def _logits(*rows: list[float]) -> "np.ndarray":
+    import numpy as np
+
+    return np.array(rows, dtype=np.float32)
+
+
+def test_near_ties_are_told_apart_from_real_disagreements():
+    hf = _logits([5, 1, 0, 0],        # both pick 0
+                 [2.00, 1.98, 0, 0],  # transformers' top two 0.02 nats apart: llama.cpp's flip is a near-tie
+                 [3, 0, 0, 0],        # transformers is sure of 0, llama.cpp picks 1: real
+                 [0, 2.00, 1.99, 0])  # near-tie the other way round
+    llama = _logits([5, 1, 0, 0], [1.98, 2.00, 0, 0], [0, 3, 0, 0], [0, 1.99, 2.00, 0])
+    a = teacher_forced_agreement(hf, llama, margin=0.05)
+    assert a.near_tie.tolist() == [False, True, False, True] and a.real.tolist() == [False, False, True, False]
+    assert a.kl[0] == pytest.approx(0, abs=1e-9) and a.kl[2] > 1 and 0 < a.kl[1] < 1e-3
+    assert a.summary() | {"kl_mean": 0, "kl_max": 0} == {
+        "positions": 4, "agree": 1, "near_ties": 2, "real": 1, "kl_mean": 0, "kl_max": 0,
+        "near_tie_positions": [1, 3], "real_positions": [2]}
+    assert teacher_forced_agreement(hf, llama, margin=0.01).real.tolist() == [False, True, True, False]
+    s = summarize([a, a])
+    assert s["positions"] == 8 and s["rate"] == 0.25 and s["rate_ex_near_ties"] == 0.75
+
+
 def test_parity_below_threshold_fails_showing_the_divergence():
-    rows = [{"record": 1, "hf": [5, 6, 2], "f16": [5, 6, 2], "f16_agree": 3, "f16_text": "ok"},
-            {"record": 2, "hf": [7, 8, 9, 2], "f16": [7, 4, 4, 4], "f16_agree": 1, "f16_text": "bad"}]
-    assert agreement(rows[1]["hf"], rows[1]["f16"]) == (1, 4)
-    rate = (3 + 1) / (3 + 4)
-    with pytest.raises(LlamaCppError, match=r"parity of merged model-f16.gguf is 0.571.*val record 2 at generated token 1"):
-        _check(ExportConfig(), {"f16": rate}, rows, [], "tpl")
-    _check(ExportConfig(parity_min_rate=0.5), {"f16": rate}, rows, [], "tpl")
+    hf = _logits(*([[4, 0, 0]] * 18 + [[2.00, 1.99, 0], [4, 0, 0]]))
+    llama = _logits(*([[4, 0, 0]] * 18 + [[1.99, 2.00, 0], [0, 4, 0]]))  # one near-tie, one real flip
+    ids = list(range(20))
+    a = teacher_forced_agreement(hf, llama, margin=0.05)
+    decode = lambda toks: "".join(f"<{t}>" for t in toks)  # noqa: E731
+    kw = dict(min_rate=0.95, max_kl=1.0, margin=0.05, hint="Check the converter.")
+    msg = parity_failure("merged model-f16.gguf", [a], [ids], [7], decode, **{**kw, "min_rate": 0.99})
+    assert msg is not None and msg.startswith("llama.cpp parity of merged model-f16.gguf failed")
+    assert "at 1 positions (5.0%) where transformers is not near a tie" in msg and "1 more differ at near-ties" in msg
+    assert "Worst position: val record 7, token 19 of 20, after …'" in msg
+    assert ("<17><18><19>': transformers picks '<0>' "
+            "(log-prob -0.04; llama.cpp gives it -4.04), llama.cpp picks '<1>' (log-prob -0.04; transformers gives "
+            "it -4.04)") in msg
+    assert msg.endswith("Check the converter.")
+    assert parity_failure("merged model-f16.gguf", [a], [ids], [7], decode, **kw) is None  # 95% ex near-ties passes
+    assert "limit parity_max_kl 0.01" in parity_failure("x", [a], [ids], [7], decode, **{**kw, "max_kl": 0.01})
+    with pytest.raises(LlamaCppError, match="Check the converter"):
+        _check(ExportConfig(), [msg], [], "tpl")
 
 
 def test_template_mismatch_fails_unless_allowed():
     bad = [{"record": 3, "add_generation_prompt": True, "hf": "<|im_start|>user\nx", "gguf": "user: x"}]
     with pytest.raises(LlamaCppError, match="(?s)val record 3.*require_template_match"):
-        _check(ExportConfig(), {"f16": 1.0}, [], bad, "tpl")
+        _check(ExportConfig(), [], bad, "tpl")
     with pytest.raises(LlamaCppError, match="no tokenizer.chat_template"):
-        _check(ExportConfig(), {"f16": 1.0}, [], bad, None)
-    _check(ExportConfig(require_template_match=False), {"f16": 1.0}, [], bad, "tpl")
+        _check(ExportConfig(), [], bad, None)
+    _check(ExportConfig(require_template_match=False), [], bad, "tpl")
 
 
 def test_config_is_validated():
@@ -132,6 +206,8 @@ def test_config_is_validated():
         ExportConfig(outtypes=["f16", "q4_k"])
     with pytest.raises(ValidationError, match="extra"):
         ExportConfig(parity_prompt=3)
+    with pytest.raises(ValidationError, match="parity_near_tie_margin"):
+        ExportConfig(parity_near_tie_margin=-0.1)
 
 
 def test_sft_dir_without_base_model_is_named(tmp_path):
@@ -192,3 +268,4 @@ def test_cli_help():
     proc = subprocess.run([sys.executable, "-m", "tasks.export_gguf", "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "parity_min_rate (default 0.95)" in proc.stdout
+    assert "parity_near_tie_margin" in proc.stdout and "teacher" in proc.stdout
