@@ -30,13 +30,14 @@ from typing import Literal
 
 import yaml
 from prefect import task
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapters.base_models import EMBEDDED, resolve_base_model
 from tasks.records import read_chat_records
 from tasks.reporting import counts_table, publish_image, publish_table, say
 from tasks.stage_cli import config_from_args, stage_parser
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output, write_json_atomic
+from tasks.trainer_keys import unknown_trainer_keys
 from tasks.training_log import StepLog, plot_loss_curve
 
 STAGE = "sft"
@@ -65,7 +66,19 @@ class SFTStageConfig(BaseModel):
     attn_implementation: str | None = Field(None, description="transformers attention kernel (None = its default, sdpa); "
                                                                "'flash_attention_2' on a GPU with flash-attn installed")
     eval_before: bool = Field(True, description="Measure validation loss before training")
-    trainer: dict = Field(default_factory=dict, description="Passed as-is into trl.SFTConfig (learning_rate, max_steps, ...)")
+    trainer: dict = Field(default_factory=dict, description="Passed as-is into trl.SFTConfig (learning_rate, max_steps, ...); "
+                          "bf16: auto turns bf16 on where the GPU or CPU has it")
+
+    @field_validator("trainer")
+    @classmethod
+    def _known_keys(cls, v: dict) -> dict:
+        # Checked with the rest of the config, before any stage runs (a typo once failed after the data stages).
+        problems = unknown_trainer_keys(v)
+        if problems:
+            raise ValueError("; ".join(problems))
+        if isinstance(v.get("bf16"), str) and v["bf16"] != "auto":
+            raise ValueError(f"sft.trainer.bf16 must be true, false or auto, got {v['bf16']!r}")
+        return v
 
 
 # Our defaults for SFTConfig; anything in cfg.trainer wins.
@@ -99,6 +112,19 @@ def has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def bf16_available() -> bool:
+    """bf16 compute: a CUDA GPU that supports it, or a CPU with bf16 instructions (AVX512-BF16 or AMX)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
 def launch_world_size() -> int:
@@ -151,6 +177,8 @@ def trainer_settings(cfg: SFTStageConfig) -> dict:
     model's LoRA on this machine's avx512_bf16 cores (slower than fp32 on CPUs without bf16 instructions).
     """
     settings = {**TRAINER_DEFAULTS, **cfg.trainer}
+    if settings.get("bf16") == "auto":  # detected, not assumed: autocast only where the hardware has bf16
+        settings["bf16"] = bf16_available()
     if not has_cuda() and (launch_world_size() > 1 or settings.get("bf16")):
         settings.setdefault("use_cpu", True)
     return settings

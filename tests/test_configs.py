@@ -50,7 +50,8 @@ def test_local_profile_runs_the_embedded_model_on_cpu():
 
     cfg = load_config(BenLabConfig, "ben-lab", profile="local")
     assert cfg.sft.base_model == "embedded:smollm2-135m-instruct"
-    assert cfg.sft.trainer["bf16"] is False and cfg.sft.dtype == "float32"
+    assert cfg.sft.trainer["bf16"] == "auto" and cfg.sft.dtype == "float32", "fp32 weights, bf16 autocast where the CPU has it"
+    assert len(cfg.sft.lora.target_modules) == 7 and cfg.sft.trainer["num_train_epochs"] == 3
 
 
 def test_set_overrides_nested_values_with_yaml_types():
@@ -170,3 +171,23 @@ def test_every_tuning_trial_is_a_valid_trl_config(profile):
         assert args.load_best_model_at_end and args.metric_for_best_model == "eval_loss"
     if profile == "gpu":  # the wider space is above QAOA's qubit limit: the solver order must hold a fallback
         assert space.n_variables > 16 and cfg.tune.fmqa.solvers[0] == "qaoa" and "annealing" in cfg.tune.fmqa.solvers
+
+
+def test_a_trainer_key_typo_is_a_config_error_with_the_nearest_key():
+    """Caught when the config loads, before any stage runs (it used to fail inside SFTConfig after the data stages)."""
+    from flows.ben_lab import BenLabConfig
+
+    with pytest.raises(ConfigError, match=r"sft.trainer.learning_rat is not a trl.SFTConfig field "
+                                          r"\(did you mean sft.trainer.learning_rate\?\)"):
+        load_config(BenLabConfig, "ben-lab", overrides=["sft.trainer.learning_rat=1e-3"])
+    with pytest.raises(ConfigError, match=r"bf16 must be true, false or auto"):
+        load_config(BenLabConfig, "ben-lab", overrides=["sft.trainer.bf16=sometimes"])
+
+
+def test_bf16_auto_follows_the_hardware():
+    from tasks.train_sft import SFTStageConfig, bf16_available, trainer_settings
+
+    settings = trainer_settings(SFTStageConfig(trainer={"bf16": "auto"}))
+    assert settings["bf16"] is bf16_available()
+    if settings["bf16"] and not __import__("torch").cuda.is_available():
+        assert settings["use_cpu"] is True, "transformers takes bf16 on a CPU only with use_cpu"
