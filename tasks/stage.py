@@ -108,12 +108,17 @@ def module_source(obj: Any) -> str:
     todo = [root] if root else []
     while todo:
         mod = todo.pop()
-        if mod is None or mod.__name__ in seen:
+        # Under `python -m tasks.x` the stage module is `__main__`; its spec still says `tasks.x`, so a stage CLI
+        # and a flow give the same key (and resume each other's checkpoints).
+        if mod is None:
+            continue
+        name = getattr(mod.__spec__, "name", None) or mod.__name__
+        if name in seen:
             continue
         try:
-            seen[mod.__name__] = inspect.getsource(mod)
+            seen[name] = inspect.getsource(mod)
         except (OSError, TypeError):
-            seen[mod.__name__] = ""
+            seen[name] = ""
         for value in vars(mod).values():
             dep = value if inspect.ismodule(value) else inspect.getmodule(value) if callable(value) else None
             if dep is not None and dep.__name__.split(".")[0] in OWN_PACKAGES:
