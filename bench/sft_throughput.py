@@ -53,13 +53,16 @@ def flops_per_token(model, seq_len: float) -> float:
 
 def lab_records(n: int, workdir: Path) -> Path:
     """Real ben-lab Q&A: harvest a small plan from the reference lab and describe it."""
+    from tasks.calibrate_phases import CalibrateConfig, calibrate
     from tasks.describe_experiments import DescribeConfig, describe
     from tasks.harvest_experiments import HarvestConfig, harvest
 
     per_type = max(2, n // 6)
     cfg = HarvestConfig(phase_runs_per_type=per_type, tri_runs=n // 6, discovery_runs=2, drift_runs=n // 6,
                         system_sizes=[8, 12, 16], discovery_per_phase=[5])
-    return describe(DescribeConfig(), harvest(cfg, None, workdir / "harvest"), workdir / "describe") / "chat.jsonl"
+    harvested = harvest(cfg, None, workdir / "harvest")
+    calibrated = calibrate(CalibrateConfig(), harvested, workdir / "calibrate")
+    return describe(DescribeConfig(), [harvested, calibrated], workdir / "describe") / "chat.jsonl"
 
 
 def labtune_tokens_per_s(base: str, rows: list[dict], steps: int, batch: int, workdir: Path,

@@ -1,4 +1,5 @@
-"""ben-lab: a Jarvis lab's experiments → grounded Q&A → LoRA → GGUF → Ollama.
+"""ben-lab: a Jarvis lab's experiments → the lab's own phase rule → grounded Q&A → LoRA → GGUF → held-out
+evaluation (base vs trained) → Ollama, only for a model that beats its base.
 
     python -m flows.ben_lab --profile local                                # embedded defaults, no network
     python -m flows.ben_lab --lab-url http://127.0.0.1:8000 --profile gpu  # your own lab, full-size model
@@ -15,13 +16,16 @@ from prefect import flow
 from pydantic import Field
 
 from flows.config import ProjectConfig, add_common_args, load_config
-from adapters.lab_client import LabUnreachableError
+from adapters.lab_client import LabError
 from flows.runner import StageTimer, flow_params, run_flow_cli
+from tasks.calibrate_phases import CalibrateConfig, calibrate_phases
 from tasks.describe_experiments import DescribeConfig, describe_experiments
+from tasks.evaluate_lab import EvaluateLabConfig, ModelNotBetterError, evaluate_lab, evaluation_markdown, gate_install
 from tasks.export_gguf import export_gguf
 from tasks.harvest_experiments import HarvestConfig, harvest_experiments
 from tasks.install_ollama import InstallConfig, install_ollama
 from tasks.mix_datasets import mix_datasets
+from tasks.reporting import say
 from tasks.train_sft import train_sft
 
 PROJECT = "ben-lab"
@@ -31,7 +35,10 @@ class BenLabConfig(ProjectConfig):
     """configs/ben_lab.yaml"""
 
     harvest: HarvestConfig = Field(default_factory=HarvestConfig, description="Lab and experiment plan")
+    calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig, description="The lab's phase rule, learnt from the harvest")
     describe: DescribeConfig = Field(default_factory=DescribeConfig, description="Experiments → instruction records")
+    evaluate: EvaluateLabConfig = Field(default_factory=EvaluateLabConfig,
+                                        description="Base vs trained on held-out lab questions; the install gate")
     install: InstallConfig = Field(default_factory=lambda: InstallConfig(model_name="ben-lab"), description="Ollama install")
 
 
@@ -46,27 +53,45 @@ def ben_lab(config: str | None = None, profile: str = "local", data_dir: str | N
     root = cfg.project_root(PROJECT)
     run = StageTimer(cfg.runner)
     mixed = data_stages(cfg, root, run)
-    described = run.stages["describe"]["output"]
+    described, calibrated = run.stages["describe"]["output"], run.stages["calibrate"]["output"]
     tuned = run("sft", train_sft, cfg.sft, mixed, root / "sft")
     exported = run("export", export_gguf, cfg.export, [tuned, mixed / "val.jsonl"], root / "export")
-    installed = run("install", install_ollama, cfg.install, exported, root / "install")
-    sft, export, install = (run.manifests[k] for k in ("sft", "export", "install"))
-    return run.write_summary(
-        root / "summary.json", PROJECT, cfg.profile,
+    sft, export = run.manifests["sft"], run.manifests["export"]
+    report = dict(
         counts={k: run.stages[k]["counts"] for k in ("harvest", "describe", "mix")},
+        calibration={"cv_accuracy": run.stages["calibrate"]["metrics"].get("cv_accuracy"),
+                     "confusion": run.manifests["calibrate"].get("confusion", {})},
         eval_loss_before=sft["metrics"].get("eval_loss_before"), eval_loss_after=sft["metrics"].get("eval_loss_after"),
         parity_rate=export["metrics"].get("parity_rate"),
         gguf={k: str(exported / v) for k, v in export.get("gguf", {}).items()},
-        installed=bool(install.get("installed")), ollama_model=cfg.install.model_name,
-        install_command=install.get("command"), install_dir=str(installed),
-        lab_instructions=str(Path(described) / "lab_instructions.jsonl"),
+        ollama_model=cfg.install.model_name, lab_instructions=str(Path(described) / "lab_instructions.jsonl"),
+        evaluation=None,
     )
+    if cfg.evaluate.enabled:
+        fresh = run("fresh", harvest_experiments, cfg.evaluate.fresh_plan(cfg.harvest), None, root / "fresh")
+        asked = cfg.evaluate.model_copy(update={"system_prompt": cfg.evaluate.system_prompt or cfg.install.system})
+        evaluated = run("evaluate", evaluate_lab, asked, [exported, calibrated, fresh], root / "evaluate")
+        report["evaluation_table"] = evaluation_markdown(run.manifests["evaluate"]["table"])
+        try:
+            report["evaluation"] = gate_install(asked, evaluated)
+        except ModelNotBetterError:
+            report["evaluation"] = {"beats_base": False, **run.manifests["evaluate"]["table"]}
+            run.write_summary(root / "summary.json", PROJECT, cfg.profile, installed=False, **report)
+            raise
+    else:
+        say("[ben-lab] evaluate.enabled=false: no held-out evaluation; the model is installed unchecked")
+    installed = run("install", install_ollama, cfg.install, exported, root / "install")
+    install = run.manifests["install"]
+    return run.write_summary(root / "summary.json", PROJECT, cfg.profile, **report,
+                             installed=bool(install.get("installed")), install_command=install.get("command"),
+                             install_dir=str(installed))
 
 
 def data_stages(cfg: BenLabConfig, root: Path, run: StageTimer) -> Path:
-    """harvest → describe → mix: the training data (also what the tuning agent trains its trials on)."""
+    """harvest → calibrate → describe → mix: the training data (also what the tuning agent trains its trials on)."""
     harvested = run("harvest", harvest_experiments, cfg.harvest, None, root / "harvest")
-    described = run("describe", describe_experiments, cfg.describe, harvested, root / "describe")
+    calibrated = run("calibrate", calibrate_phases, cfg.calibrate, harvested, root / "calibrate")
+    described = run("describe", describe_experiments, cfg.describe, [harvested, calibrated], root / "describe")
     return run("mix", mix_datasets, cfg.mix, [described / "chat.jsonl"], root / "mix")
 
 
@@ -83,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return chat(PROJECT, BenLabConfig, args)
     return run_flow_cli(ben_lab, PROJECT, BenLabConfig, {**flow_params(args), "lab_url": args.lab_url},
-                        user_errors=(LabUnreachableError,))
+                        user_errors=(LabError, ModelNotBetterError))
 
 
 if __name__ == "__main__":

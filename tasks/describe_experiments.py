@@ -2,15 +2,16 @@
 
 Every answer is built from the experiment's own result (and, for comparisons, from statistics
 over the other runs of the same harvest), and a checker rejects any answer that quotes a
-number not present in that grounding. Writes the canonical chat records (``chat.jsonl``) and
+number not present in that grounding. Phase verdicts come from the lab's own learnt rule and TRI
+and drift are judged against this lab's quartiles (the ``calibrate`` stage), on physics features only. Writes the canonical chat records (``chat.jsonl``) and
 the users' ``lab_instructions.jsonl`` shape.
 
-    python -m tasks.describe_experiments --experiments data/ben_lab/harvest/experiments.jsonl --out data/ben_lab/describe
+    python -m tasks.describe_experiments --experiments data/ben_lab/harvest --calibration data/ben_lab/calibrate \
+        --out data/ben_lab/describe
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 import statistics
 from collections import defaultdict
@@ -19,7 +20,10 @@ from pathlib import Path
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.describe_phases import PhaseThresholds, classify_phase, phase_reasoning
+from tasks.calibrate_phases import load_calibration, size_word
+from tasks.describe_phases import PhaseCalibration, phase_reasoning, verdict_sentence
+from tasks import lab_questions as questions
+from tasks.lab_concepts import EVAL_PROMPTS, concept_records
 from tasks.records import ChatRecord, RecordError, read_jsonl, write_jsonl
 from tasks.reporting import counts_table, publish_table
 from tasks.stage_cli import config_from_args, stage_parser
@@ -36,8 +40,11 @@ class DescribeConfig(BaseModel):
     system_prompt: str = Field(
         "You are the assistant of a quantum many-body physics lab. Answer from the measured numbers.",
         description="System message of every chat record")
-    thresholds: PhaseThresholds = Field(default_factory=PhaseThresholds, description="Measurement thresholds used to name a phase")
     max_reject_rate: float = Field(0.05, ge=0, le=1, description="Fail the stage when more answers than this fail the number check")
+    concepts: bool = Field(True, description="Add records that teach the lab itself (TRI, drift, the phases, "
+                           "experiment design, discovery), several phrasings each, from this harvest's numbers")
+    concept_repeats: int = Field(2, ge=1, description="Copies of each concept record: there are few of them beside "
+                                 "hundreds of readouts, and the model must learn them")
 
 
 def fmt(x) -> str:
@@ -78,45 +85,55 @@ def unsupported_numbers(text: str, grounding: set[str]) -> list[str]:
     return [n for n in NUMBER.findall(text) if n not in grounding and n.lstrip("-") not in grounding]
 
 
-def _pick(key: str, n: int) -> int:
-    return int(hashlib.sha256(key.encode()).hexdigest(), 16) % n
-
-
-def _describe_phase(row: dict, th: PhaseThresholds) -> tuple[str, str, dict]:
+def _describe_phase(row: dict, rule: PhaseCalibration) -> tuple[str, str, dict]:
     req, res = row["request"], row["response"]
     s = res["summary"]
-    phase = classify_phase(s, th)
-    measured = (f"magnetization {fmt(s['magnetization'])}, string order {fmt(s['string_order'])}, "
-                f"correlation length {fmt(s['correlation_length'])}, entanglement entropy proxy {fmt(s['entropy_proxy'])}, "
-                f"randomness score {fmt(s['randomness_score'])} and {fmt(s['branch_count'])} distinct measured bitstrings")
+    verdict = rule.classify(s, row.get("physics", {}).get("features"))
+    phase = verdict.phase
+    values = {k: fmt(s[v]) for k, v in (("m", "magnetization"), ("so", "string_order"), ("xi", "correlation_length"),
+                                         ("ent", "entropy_proxy"), ("r", "randomness_score"), ("b", "branch_count"),
+                                         ("n", "system_size"))}
+    measured = (f"magnetization {values['m']}, string order {values['so']}, correlation length {values['xi']}, "
+                f"entanglement entropy proxy {values['ent']}, randomness score {values['r']} and {values['b']} distinct "
+                "measured bitstrings")
     bias = "" if req.get("bias") is None else f", bias={fmt(req['bias'])}"
-    if _pick(row["id"], 2) == 0:
-        q = (f"I ran run_phase_experiment with phase_type={req['phase_type']}, system_size={fmt(req['system_size'])}, "
-             f"depth={fmt(req['depth'])}, seed={fmt(req['seed'])}{bias}. What do the measurements say about the phase?")
-        verdict = (f"The measurements indicate the {phase} phase, as requested." if phase == req["phase_type"]
-                   else f"The measurements indicate the {phase} phase, not the requested {req['phase_type']}.")
-    else:
-        q = f"A {fmt(s['system_size'])}-site chain measured {measured}. Which phase of matter does this indicate, and why?"
-        verdict = f"The measurements indicate the {phase} phase."
-    a = f"Measured: {measured}. {verdict} {phase_reasoning(phase, s, th, fmt)}"
-    return q, a, {"phase_indicated": phase}
+    q = questions.phrase(questions.PHASE, row["id"], phase_type=req["phase_type"], depth=fmt(req["depth"]),
+                         seed=fmt(req["seed"]), bias=bias, measured=measured, **values)
+    a = f"The measurements indicate {verdict_sentence(verdict)}."
+    agrees = req["phase_type"] == phase or (verdict.ambiguous and req["phase_type"] == verdict.runner_up)
+    if req["phase_type"] in q and not agrees:
+        a += f" That is not the requested {req['phase_type']}."
+    # Verdict first, then the reasons: a short, regular answer that a small model can learn to give.
+    a += " " + phase_reasoning(phase, s, fmt)
+    return q, a, {"phase_indicated": phase, "ambiguous_with": verdict.runner_up if verdict.ambiguous else None}
 
 
-def _describe_tri(row: dict, peers: list[float]) -> tuple[str, str, dict]:
+def physics_tri(row: dict) -> float:
+    """TRI on the physics features (the lab's own TRI when the harvest did not recompute it)."""
+    return row.get("physics", {}).get("tri", row["response"]["TRI"])
+
+
+def physics_drift(row: dict) -> list[float]:
+    """Drift of each replay on the physics features (the lab's own when the harvest did not recompute it)."""
+    return row.get("physics", {}).get("drift") or [r["drift"] for r in row["response"]["runs"]]
+
+
+def _describe_tri(row: dict, scale: dict) -> tuple[str, str, dict]:
     req, res = row["request"], row["response"]
-    tri = res["TRI"]
-    ctx = {"runs": len(peers), "min": min(peers), "max": max(peers), "median": statistics.median(peers),
-           "rank": 1 + sum(t > tri for t in peers)}
-    q = (f"The time-reversal test (TRI) on {req['phase_type']} with system_size={fmt(req['system_size'])}, "
-         f"depth={fmt(req['depth'])}, bias {fmt(req['bias'])} against reverse bias {fmt(res['params'].get('reverse_bias', 1 - req['bias']))} "
-         f"gave TRI = {fmt(tri)}. How large is that?")
-    relation = "above" if tri > ctx["median"] else "at or below"
-    size = ("essentially symmetric: the forward and reverse preparations give the same features" if tri < 0.05
-            else "a clear asymmetry between the forward and reverse preparations")
-    a = (f"TRI = {fmt(tri)} is the L2 distance between the forward and reverse feature vectors, which is {size}. "
-         f"Across the {fmt(ctx['runs'])} TRI runs of {req['phase_type']} in this harvest, TRI ranged from {fmt(ctx['min'])} "
-         f"to {fmt(ctx['max'])} with median {fmt(ctx['median'])}; this run is {relation} the median "
-         f"(rank {fmt(ctx['rank'])} of {fmt(ctx['runs'])}, largest first).")
+    tri = physics_tri(row)
+    ctx = {"tri_physics": tri, "lab_scale": scale}
+    q = questions.phrase(questions.TRI, row["id"], phase_type=req["phase_type"], n=fmt(req["system_size"]),
+                         depth=fmt(req["depth"]), bias=fmt(req["bias"]), lab_tri=fmt(res["TRI"]), tri=fmt(tri),
+                         reverse=fmt(res["params"].get("reverse_bias", 1 - req["bias"])))
+    size = {"large": "Large for this lab: a TRI of {} on the physics features means the forward and reverse preparations "
+                     "end in clearly different states.",
+            "small": "Small for this lab: a TRI of {} on the physics features means the forward and reverse preparations "
+                     "nearly agree.",
+            "typical": "Typical for this lab: a TRI of {} on the physics features is a moderate asymmetry between the "
+                       "forward and reverse preparations."}
+    a = size[size_word(tri, scale)].format(fmt(tri))
+    if scale.get("n", 0) >= 4:
+        a += f" Half of this lab's TRI runs lie between {fmt(scale['q25'])} and {fmt(scale['q75'])} (median {fmt(scale['q50'])})."
     return q, a, ctx
 
 
@@ -141,43 +158,44 @@ def _describe_discovery(row: dict) -> tuple[str, str, dict]:
     return q, a, ctx
 
 
-def _describe_drift(row: dict, peers: dict[str, float]) -> tuple[str, str, dict]:
+def _describe_drift(row: dict, peers: dict[str, float], scale: dict) -> tuple[str, str, dict]:
     req, res = row["request"], row["response"]
-    runs = res["runs"]
-    final = runs[-1]["drift"]
-    ctx = {"mean_final_drift_by_phase": peers}
-    steps = ", ".join(f"depth {fmt(r['depth'])}: drift {fmt(r['drift'])}" for r in runs)
-    q = (f"Replay drift for {res['phase_type']} at system_size={fmt(req['system_size'])}, base depth {fmt(res['base_depth'])}: "
-         f"{steps}. Is this phase stable under deeper replays?")
-    others = ", ".join(f"{p} {fmt(v)}" for p, v in sorted(peers.items()))
-    mine = peers[res["phase_type"]]
-    first = runs[1]["drift"] if len(runs) > 1 else final
+    runs, drifts = res["runs"], physics_drift(row)
+    final = drifts[-1]
+    ctx = {"mean_final_drift_by_phase": peers, "drift_physics": drifts, "lab_scale": scale}
+    q = questions.phrase(questions.DRIFT, row["id"], phase_type=res["phase_type"], n=fmt(req["system_size"]),
+                         base=fmt(res["base_depth"]), depths=", ".join(fmt(r["depth"]) for r in runs),
+                         drifts=", ".join(fmt(d) for d in drifts),
+                         steps=", ".join(f"depth {fmt(r['depth'])}: drift {fmt(d)}" for r, d in zip(runs, drifts)))
+    first = drifts[1] if len(drifts) > 1 else final
+    jump = size_word(first, scale) != "small"
     trend = ("keeps growing with depth" if final > 1.1 * first + 1e-9
-             else "jumps at the first deeper replay and then levels off" if first >= 0.1 else "stays small at every depth")
-    verdict = "stable" if final < 0.1 else "moderately sensitive" if final < 0.5 else "strongly sensitive"
-    a = (f"Drift {trend}, reaching {fmt(final)} at depth {fmt(runs[-1]['depth'])}, so {res['phase_type']} is {verdict} to replay depth here. "
-         f"Mean final drift per phase in this harvest: {others}; this phase's mean is {fmt(mine)}.")
+             else "jumps at the first deeper replay and then levels off" if jump else "stays small at every depth")
+    verdict = {"small": "Stable", "typical": "Moderately sensitive", "large": "Strongly sensitive"}[size_word(final, scale)]
+    a = (f"{verdict} to replay depth for this lab: the drift of {res['phase_type']} {trend}, reaching {fmt(final)} at depth "
+         f"{fmt(runs[-1]['depth'])}. The mean final drift of {res['phase_type']} in this harvest is {fmt(peers[res['phase_type']])}.")
     return q, a, ctx
 
 
 def describe(cfg: DescribeConfig, inputs: Path, out_dir: Path) -> Path:
-    """Write grounded instruction records for every harvested experiment."""
-    out_dir, src = Path(out_dir), Path(inputs)
+    """Write grounded instruction records for every harvested experiment; ``inputs = [harvest, calibrate]`` outputs."""
+    out_dir = Path(out_dir)
+    src, calibration_dir = _split_inputs(inputs)
     experiments_file = src / "experiments.jsonl" if src.is_dir() else src
-    key = stage_key(STAGE, cfg, experiments_file, module_source(describe))
+    key = stage_key(STAGE, cfg, inputs, module_source(describe))
     if cached(out_dir, key):
         return out_dir
     rows = read_jsonl(experiments_file)
+    calibration = load_calibration(calibration_dir)
+    rule = PhaseCalibration(**calibration["rule"]) if "rule" in calibration else None
     for i, row in enumerate(rows, 1):
         missing = {"id", "kind", "request", "response"} - row.keys()
         if missing:
             raise RecordError(f"{experiments_file}: record {i}: missing field(s) {sorted(missing)}")
-    tri_by_phase, drift_by_phase = defaultdict(list), defaultdict(list)
+    drift_by_phase = defaultdict(list)
     for r in rows:
-        if r["kind"] == "tri":
-            tri_by_phase[r["request"]["phase_type"]].append(r["response"]["TRI"])
-        elif r["kind"] == "replay_drift":
-            drift_by_phase[r["response"]["phase_type"]].append(r["response"]["runs"][-1]["drift"])
+        if r["kind"] == "replay_drift":
+            drift_by_phase[r["response"]["phase_type"]].append(physics_drift(r)[-1])
     drift_means = {p: statistics.fmean(v) for p, v in drift_by_phase.items()}
 
     chats, legacy, rejects = [], [], []
@@ -185,13 +203,16 @@ def describe(cfg: DescribeConfig, inputs: Path, out_dir: Path) -> Path:
         kind = row["kind"]
         try:
             if kind == "phase":
-                q, a, ctx = _describe_phase(row, cfg.thresholds)
+                if rule is None:
+                    raise RecordError(f"{experiments_file}: phase runs of a single phase type cannot calibrate a "
+                                      "phase rule; harvest at least two phase types")
+                q, a, ctx = _describe_phase(row, rule)
             elif kind == "tri":
-                q, a, ctx = _describe_tri(row, tri_by_phase[row["request"]["phase_type"]])
+                q, a, ctx = _describe_tri(row, calibration["tri"])
             elif kind == "discovery":
                 q, a, ctx = _describe_discovery(row)
             elif kind == "replay_drift":
-                q, a, ctx = _describe_drift(row, drift_means)
+                q, a, ctx = _describe_drift(row, drift_means, calibration["final_drift"])
             else:
                 raise RecordError(f"{experiments_file}: record {i}: unknown kind {kind!r}")
         except KeyError as e:
@@ -206,19 +227,49 @@ def describe(cfg: DescribeConfig, inputs: Path, out_dir: Path) -> Path:
                                 source="ben_lab", kind=kind, meta=meta))
         legacy.append({"instruction": q, "input": "", "output": a, "meta": meta})
 
+    concepts = concept_records(calibration, rows, fmt) if cfg.concepts else []
+    for i, (q, a, ctx) in enumerate(concepts):
+        bad = unsupported_numbers(q + " " + a, grounding_numbers(ctx))
+        if bad:
+            rejects.append({"id": f"concept-{i:03d}", "reason": f"numbers not in the harvest: {bad}", "answer": a})
+            continue
+        meta = {"kind": "concept", "experiment_id": f"concept-{i:03d}", "grounding": ctx}
+        for copy in range(cfg.concept_repeats):
+            chats.append(ChatRecord(messages=[{"role": "system", "content": cfg.system_prompt},
+                                              {"role": "user", "content": q}, {"role": "assistant", "content": a}],
+                                    source="ben_lab", kind="concept", meta={**meta, "copy": copy}))
+        legacy.append({"instruction": q, "input": "", "output": a, "meta": meta})
+    _no_evaluation_prompts(chats)
+
     reject_rate = len(rejects) / max(1, len(rows))
     if reject_rate > cfg.max_reject_rate:
         raise ValueError(f"describe: {len(rejects)} of {len(rows)} answers quote numbers absent from their results "
                          f"(rate {reject_rate:.2f} > max_reject_rate {cfg.max_reject_rate}); first: {rejects[0]['reason']}")
-    with stage_output(STAGE, out_dir, key, cfg, experiments_file) as out:
+    with stage_output(STAGE, out_dir, key, cfg, inputs) as out:
         write_jsonl(out.tmp / "chat.jsonl", chats)
         write_jsonl(out.tmp / "lab_instructions.jsonl", legacy)
         write_jsonl(out.tmp / "rejects.jsonl", rejects)
         out.counts = {"experiments": len(rows), "records": len(chats), "rejected": len(rejects)}
-        out.counts.update({f"records_{k}": sum(c.kind == k for c in chats) for k in ("phase", "tri", "discovery", "replay_drift")})
+        out.counts.update({f"records_{k}": sum(c.kind == k for c in chats)
+                           for k in ("phase", "tri", "discovery", "replay_drift", "concept")})
         out.metrics = {"number_check_pass_rate": round(1 - reject_rate, 4)}
     publish_table("describe", counts_table(out.counts, out.metrics), "Grounded instruction records per experiment kind")
     return out_dir
+
+
+def _no_evaluation_prompts(chats: list[ChatRecord]) -> None:
+    """The user's verification prompts are evaluation: training must never hold them."""
+    held_out = {q.lower().strip() for q in EVAL_PROMPTS}
+    for rec in chats:
+        if rec.messages[1].content.lower().strip() in held_out:
+            raise AssertionError(f"an evaluation prompt is in the training records: {rec.messages[1].content!r}")
+
+
+def _split_inputs(inputs) -> tuple[Path, Path]:
+    paths = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    if len(paths) != 2:
+        raise ValueError(f"describe takes inputs [harvest output, calibrate output], got {len(paths)} path(s): {paths}")
+    return Path(paths[0]), Path(paths[1])
 
 
 @task(name=STAGE, cache_key_fn=prefect_cache_key, persist_result=True)
@@ -230,9 +281,10 @@ def describe_experiments(cfg: DescribeConfig, inputs: Path, out_dir: Path) -> Pa
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser("python -m tasks.describe_experiments", __doc__, DescribeConfig)
     parser.add_argument("--experiments", type=Path, required=True, help="experiments.jsonl (or the harvest dir)")
+    parser.add_argument("--calibration", type=Path, required=True, help="output dir of the calibrate stage")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     args = parser.parse_args(argv)
-    print(describe(config_from_args(DescribeConfig, args, parser), args.experiments, args.out))
+    print(describe(config_from_args(DescribeConfig, args, parser), [args.experiments, args.calibration], args.out))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ def test_local_profile_runs_the_embedded_model_on_cpu():
     cfg = load_config(BenLabConfig, "ben-lab", profile="local")
     assert cfg.sft.base_model == "embedded:smollm2-135m-instruct"
     assert cfg.sft.trainer["bf16"] == "auto" and cfg.sft.dtype == "float32", "fp32 weights, bf16 autocast where the CPU has it"
-    assert len(cfg.sft.lora.target_modules) == 7 and cfg.sft.trainer["num_train_epochs"] == 3
+    assert len(cfg.sft.lora.target_modules) == 7 and cfg.sft.trainer["num_train_epochs"] == 2
 
 
 def test_set_overrides_nested_values_with_yaml_types():

@@ -21,11 +21,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 FASTER = ["sft.trainer.max_steps=2", "export.parity_prompts=1", "export.parity_tokens=8", "export.outtypes=[f16]",
           "export.export_adapter=false", "install.quant=f16"]
 PLANS = {
-    "ben-lab/ben-lab": BEN_LAB_TINY + FASTER,
+    "ben-lab/ben-lab": BEN_LAB_TINY + FASTER + ["evaluate.enabled=false"],
     "quantum-mind/quantum-mind-v2": QUANTUM_MIND_TINY + FASTER + ["run_evaluate=false"],
 }
 ARTIFACTS = {
-    "ben-lab/ben-lab": {"harvest", "describe", "mix", "sft", "export-summary", "install-summary", "ben-lab-summary"},
+    "ben-lab/ben-lab": {"harvest", "calibrate", "calibrate-confusion", "describe", "mix", "sft", "export-summary", "install-summary", "ben-lab-summary"},
     "quantum-mind/quantum-mind-v2": {"encode", "generate", "verify", "select", "instruct", "mix", "sft",
                                      "export-summary", "install-summary", "quantum-mind-summary"},
 }

@@ -25,10 +25,18 @@ def _mix(bad: Path, out: Path) -> None:
     mix(MixConfig(), [bad], out)
 
 
+def _calibrate(bad: Path, out: Path) -> None:
+    from tasks.calibrate_phases import CalibrateConfig, calibrate
+
+    calibrate(CalibrateConfig(), bad, out)
+
+
 def _describe(bad: Path, out: Path) -> None:
     from tasks.describe_experiments import DescribeConfig, describe
 
-    describe(DescribeConfig(), bad, out)
+    calibration = out.parent.parent / "calibrate"
+    calibration.mkdir(exist_ok=True)  # empty: the experiments are read (and refused) before the calibration
+    describe(DescribeConfig(), [bad, calibration], out)
 
 
 def _verify(bad: Path, out: Path) -> None:
@@ -93,7 +101,7 @@ def _humaneval(bad: Path, out: Path) -> None:
     read_humaneval(bad)
 
 
-READERS = [_mix, _describe, _verify, _generate_ir, _review_decisions, _negatives, _compose, _evaluate_ir, _sft_records,
+READERS = [_mix, _calibrate, _describe, _verify, _generate_ir, _review_decisions, _negatives, _compose, _evaluate_ir, _sft_records,
            _physics_features, _load_instruct, _humaneval]
 
 
