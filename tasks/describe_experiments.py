@@ -21,7 +21,7 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.calibrate_phases import load_calibration, size_word
-from tasks.describe_phases import PhaseCalibration, phase_reasoning, verdict_sentence
+from tasks.describe_phases import MEANING, PhaseCalibration, phase_reasoning, signature_cutoffs, verdict_sentence
 from tasks import lab_questions as questions
 from tasks.lab_concepts import EVAL_PROMPTS, concept_records
 from tasks.records import ChatRecord, RecordError, read_jsonl, write_jsonl
@@ -85,7 +85,7 @@ def unsupported_numbers(text: str, grounding: set[str]) -> list[str]:
     return [n for n in NUMBER.findall(text) if n not in grounding and n.lstrip("-") not in grounding]
 
 
-def _describe_phase(row: dict, rule: PhaseCalibration) -> tuple[str, str, dict]:
+def _describe_phase(row: dict, rule: PhaseCalibration, cutoffs: dict) -> tuple[str, str, dict]:
     req, res = row["request"], row["response"]
     s = res["summary"]
     verdict = rule.classify(s, row.get("physics", {}).get("features"))
@@ -99,12 +99,12 @@ def _describe_phase(row: dict, rule: PhaseCalibration) -> tuple[str, str, dict]:
     bias = "" if req.get("bias") is None else f", bias={fmt(req['bias'])}"
     q = questions.phrase(questions.PHASE, row["id"], phase_type=req["phase_type"], depth=fmt(req["depth"]),
                          seed=fmt(req["seed"]), bias=bias, measured=measured, **values)
-    a = f"The measurements indicate {verdict_sentence(verdict)}."
+    # The signature first, read against this lab's scale, then the verdict: a short, regular answer that a
+    # small model can learn to give (naming the phase first, it guessed from the question's wording).
+    a = f"{phase_reasoning(phase, s, cutoffs, fmt)}, so the measurements indicate {verdict_sentence(verdict)}: {MEANING[phase]}."
     agrees = req["phase_type"] == phase or (verdict.ambiguous and req["phase_type"] == verdict.runner_up)
     if req["phase_type"] in q and not agrees:
         a += f" That is not the requested {req['phase_type']}."
-    # Verdict first, then the reasons: a short, regular answer that a small model can learn to give.
-    a += " " + phase_reasoning(phase, s, fmt)
     return q, a, {"phase_indicated": phase, "ambiguous_with": verdict.runner_up if verdict.ambiguous else None}
 
 
@@ -206,7 +206,7 @@ def describe(cfg: DescribeConfig, inputs: Path, out_dir: Path) -> Path:
                 if rule is None:
                     raise RecordError(f"{experiments_file}: phase runs of a single phase type cannot calibrate a "
                                       "phase rule; harvest at least two phase types")
-                q, a, ctx = _describe_phase(row, rule)
+                q, a, ctx = _describe_phase(row, rule, signature_cutoffs(calibration["typical"]))
             elif kind == "tri":
                 q, a, ctx = _describe_tri(row, calibration["tri"])
             elif kind == "discovery":
