@@ -107,5 +107,16 @@ def phase_reasoning(phase: str, s: dict, cutoffs: dict[str, float], fmt: Callabl
     """
     words = {"string_order": ("high", "low"), "correlation_length": ("long", "short"), "randomness_score": ("high", "low")}
     names = {"string_order": "string order", "correlation_length": "correlation length", "randomness_score": "randomness"}
-    parts = [f"{names[k]} {fmt(s[k])} is {words[k][0] if float(s[k]) > cutoffs[k] else words[k][1]}" for k in words]
-    return f"{parts[0].capitalize()}, {parts[1]} and {parts[2]}"
+    said, reading = [], []
+    for k in words:  # a decision list: the last reading named is the one that decides
+        high = float(s[k]) > cutoffs[k]
+        said.append(f"{names[k]} {fmt(s[k])} is {words[k][0] if high else words[k][1]}")
+        reading.append(high)
+        if high and _DECIDES[k] == phase:
+            break
+    text = said[0].capitalize() if len(said) == 1 else ", ".join(said[:-1]).capitalize() + f" and {said[-1]}"
+    return text
+
+
+# The phase a high reading decides, in the order the readings are given (a low randomness last: trivial_product).
+_DECIDES = {"string_order": "spt_cluster", "correlation_length": "ising_symmetry_breaking", "randomness_score": "pseudorandom"}

@@ -99,10 +99,7 @@ def _tri_definition(scale: dict, fmt) -> tuple[str, dict]:
 
 def _tri_design(tri_rows: list[dict], fmt) -> tuple[str, dict]:
     best = max(tri_rows, key=lambda r: r["physics"]["tri"])
-    by_phase = defaultdict(list)
-    for r in tri_rows:
-        by_phase[r["request"]["phase_type"]].append(r["physics"]["tri"])
-    means = {p: statistics.fmean(v) for p, v in by_phase.items()}
+    means = _mean_by_phase(tri_rows, lambda r: r["physics"]["tri"])
     top = max(means, key=means.get)
     req = best["request"]
     a = (f"Use /tri on {top}: its TRI runs have the largest mean, {fmt(means[top])} on the physics features "
@@ -113,11 +110,15 @@ def _tri_design(tri_rows: list[dict], fmt) -> tuple[str, dict]:
     return a, {"mean_tri_by_phase": means, "best": best["physics"], "request": req, "constants": [0.5]}
 
 
-def _drift_reading(scale: dict, drift_rows: list[dict], fmt) -> tuple[str, dict]:
+def _mean_by_phase(rows: list[dict], value: Callable[[dict], float]) -> dict[str, float]:
     by_phase = defaultdict(list)
-    for r in drift_rows:
-        by_phase[r["request"]["phase_type"]].append(r["physics"]["drift"][-1])
-    means = {p: statistics.fmean(v) for p, v in by_phase.items()}
+    for r in rows:
+        by_phase[r["request"]["phase_type"]].append(value(r))
+    return {p: statistics.fmean(v) for p, v in by_phase.items()}
+
+
+def _drift_reading(scale: dict, drift_rows: list[dict], fmt) -> tuple[str, dict]:
+    means = _mean_by_phase(drift_rows, lambda r: r["physics"]["drift"][-1])
     steady, shaky = min(means, key=means.get), max(means, key=means.get)
     a = ("Replay drift replays one experiment at deeper and deeper circuits (base depth times each factor) and reports "
          "the distance of each replay's features from the first run. Low drift means the phase is stable: deeper "

@@ -111,3 +111,16 @@ def test_a_response_missing_a_field_is_named(tmp_path, harvested, calibrated):
     with pytest.raises(RecordError, match=r"record 1 \(phase-ising_symmetry_breaking-000\): response lacks field 'summary'"):
         describe(DescribeConfig(), [bad, calibrated], tmp_path / "describe")
     assert not (tmp_path / "describe").exists()
+
+
+def test_phase_answers_read_the_signature_before_naming_the_phase(described, calibrated):
+    """Each deciding number is copied from the question and called high/low against this lab's medians, then the phase."""
+    from tasks.describe_phases import signature_cutoffs
+
+    cutoffs = signature_cutoffs(json.loads((calibrated / "calibration.json").read_text())["typical"])
+    for rec in (r for r in read_chat_records(described / "chat.jsonl") if r.kind == "phase"):
+        answer, phase = rec.messages[2].content, rec.meta["grounding"]["phase_indicated"]
+        so = float(answer.split("String order ")[1].split(" ")[0])
+        assert answer.startswith(f"String order {so:.3f} is {'high' if so > cutoffs['string_order'] else 'low'}")
+        assert f"{so:.3f}" in rec.messages[1].content, "the number is copied from the question"
+        assert answer.index(phase) > answer.index(", so the measurements indicate"), "the phase is named after its signature"
