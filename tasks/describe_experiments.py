@@ -43,8 +43,6 @@ class DescribeConfig(BaseModel):
     max_reject_rate: float = Field(0.05, ge=0, le=1, description="Fail the stage when more answers than this fail the number check")
     concepts: bool = Field(True, description="Add records that teach the lab itself (TRI, drift, the phases, "
                            "experiment design, discovery), several phrasings each, from this harvest's numbers")
-    concept_repeats: int = Field(2, ge=1, description="Copies of each concept record: there are few of them beside "
-                                 "hundreds of readouts, and the model must learn them")
 
 
 def fmt(x) -> str:
@@ -234,10 +232,9 @@ def describe(cfg: DescribeConfig, inputs: Path, out_dir: Path) -> Path:
             rejects.append({"id": f"concept-{i:03d}", "reason": f"numbers not in the harvest: {bad}", "answer": a})
             continue
         meta = {"kind": "concept", "experiment_id": f"concept-{i:03d}", "grounding": ctx}
-        for copy in range(cfg.concept_repeats):
-            chats.append(ChatRecord(messages=[{"role": "system", "content": cfg.system_prompt},
-                                              {"role": "user", "content": q}, {"role": "assistant", "content": a}],
-                                    source="ben_lab", kind="concept", meta={**meta, "copy": copy}))
+        chats.append(ChatRecord(messages=[{"role": "system", "content": cfg.system_prompt},
+                                          {"role": "user", "content": q}, {"role": "assistant", "content": a}],
+                                source="ben_lab", kind="concept", meta=meta))
         legacy.append({"instruction": q, "input": "", "output": a, "meta": meta})
     _no_evaluation_prompts(chats)
 
