@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from prefect import flow
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from flows.config import ProjectConfig, add_common_args, load_config
 from adapters.lab_client import LabError
@@ -40,6 +40,13 @@ class BenLabConfig(ProjectConfig):
     evaluate: EvaluateLabConfig = Field(default_factory=EvaluateLabConfig,
                                         description="Base vs trained on held-out lab questions; the install gate")
     install: InstallConfig = Field(default_factory=lambda: InstallConfig(model_name="ben-lab"), description="Ollama install")
+
+    @model_validator(mode="after")
+    def _evaluation_has_its_models(self) -> "BenLabConfig":
+        if self.evaluate.enabled and not self.export.export_adapter:
+            raise ValueError("evaluate compares the trained model with its base, which the export writes only with "
+                             "export.export_adapter=true; set it, or evaluate.enabled=false")
+        return self
 
 
 @flow(name=PROJECT)
@@ -70,7 +77,8 @@ def ben_lab(config: str | None = None, profile: str = "local", data_dir: str | N
     if cfg.evaluate.enabled:
         fresh = run("fresh", harvest_experiments, cfg.evaluate.fresh_plan(cfg.harvest), None, root / "fresh")
         asked = cfg.evaluate.model_copy(update={"system_prompt": cfg.evaluate.system_prompt or cfg.install.system})
-        evaluated = run("evaluate", evaluate_lab, asked, [exported, calibrated, fresh], root / "evaluate")
+        scored = asked.model_copy(update={"min_gain": 0.0, "gate_install": True})  # the gate's settings never re-score
+        evaluated = run("evaluate", evaluate_lab, scored, [exported, calibrated, fresh], root / "evaluate")
         report["evaluation_table"] = evaluation_markdown(run.manifests["evaluate"]["table"])
         try:
             report["evaluation"] = gate_install(asked, evaluated)

@@ -28,7 +28,7 @@ SMALL = ["sft.trainer.max_steps=2", "sft.trainer.save_steps=2", "sft.trainer.per
          "install.quant=f16", "install.retries=0"]
 BEN_LAB = ["harvest.phase_runs_per_type=2", "harvest.tri_runs=4", "harvest.discovery_runs=1", "harvest.drift_runs=4",
            "harvest.system_sizes=[6, 8]", "harvest.depths=[1, 2]", "harvest.discovery_per_phase=[5]",
-           "mix.val_fraction=0.2", *SMALL]
+           "mix.val_fraction=0.2", *SMALL, "evaluate.enabled=false"]
 LIFT_SYS = ["prompts.per_category=12", "generate_ir.n=2", "sft.trainer.max_length=512", "evaluate.max_prompts=2",
             "evaluate.max_tokens=32", *SMALL]
 RUNS = {"ben-lab-1": ("ben_lab", BEN_LAB), "ben-lab-2": ("ben_lab", BEN_LAB), "lift-sys": ("lift_sys", LIFT_SYS)}
