@@ -143,9 +143,17 @@ def _quantiles(values: list[float]) -> dict:
     return {"n": len(values), **{f"q{int(q * 100)}": round(float(np.quantile(values, q)), 6) for q in QUANTILES}}
 
 
+MIN_SCALE_RUNS = 4  # fewer runs than this give no quartiles worth quoting
+
+
+def has_scale(scale: dict) -> bool:
+    """Whether a quantile summary holds enough runs to call a value large or small."""
+    return scale.get("n", 0) >= MIN_SCALE_RUNS
+
+
 def size_word(value: float, scale: dict) -> str:
     """'small', 'typical' or 'large' relative to this lab's quartiles."""
-    if scale.get("n", 0) < 4:
+    if not has_scale(scale):
         return "typical"
     return "large" if value > scale["q75"] else "small" if value < scale["q25"] else "typical"
 

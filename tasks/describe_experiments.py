@@ -20,7 +20,7 @@ from pathlib import Path
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.calibrate_phases import load_calibration, size_word
+from tasks.calibrate_phases import has_scale, load_calibration, size_word
 from tasks.describe_phases import MEANING, PhaseCalibration, phase_reasoning, signature_cutoffs, verdict_sentence
 from tasks import lab_questions as questions
 from tasks.lab_concepts import EVAL_PROMPTS, concept_records
@@ -130,7 +130,7 @@ def _describe_tri(row: dict, scale: dict) -> tuple[str, str, dict]:
             "typical": "Typical for this lab: a TRI of {} on the physics features is a moderate asymmetry between the "
                        "forward and reverse preparations."}
     a = size[size_word(tri, scale)].format(fmt(tri))
-    if scale.get("n", 0) >= 4:
+    if has_scale(scale):
         a += f" Half of this lab's TRI runs lie between {fmt(scale['q25'])} and {fmt(scale['q75'])} (median {fmt(scale['q50'])})."
     return q, a, ctx
 

@@ -12,6 +12,8 @@ import statistics
 from collections import defaultdict
 from typing import Callable
 
+from tasks.calibrate_phases import has_scale
+
 PHASES = ("ising_symmetry_breaking", "spt_cluster", "trivial_product", "pseudorandom")
 
 # The user's verification prompts (their guide) and the facts a right answer states: each fact is a set of
@@ -91,7 +93,7 @@ def _tri_definition(scale: dict, fmt) -> tuple[str, dict]:
          "tilted to bias b and once to the reverse bias 1 - b. It reports the L2 distance between the two feature "
          "vectors, so it measures how differently the state responds to the opposite tilt: 0 means the phase is "
          "symmetric under the reversal, a large value means the reversal leaves a clear mark.")
-    if scale.get("n", 0) >= 4:
+    if has_scale(scale):
         a += (f" In this lab TRI on the physics features has median {fmt(scale['q50'])}; half of the runs lie between "
               f"{fmt(scale['q25'])} and {fmt(scale['q75'])}.")
     return a, {"tri_scale": scale, "constants": [0, 1]}
@@ -124,7 +126,7 @@ def _drift_reading(scale: dict, drift_rows: list[dict], fmt) -> tuple[str, dict]
          "the distance of each replay's features from the first run. Low drift means the phase is stable: deeper "
          "evolution leaves its measurements unchanged. High drift means the phase is sensitive to depth: the state keeps "
          "changing as the circuit grows.")
-    if scale.get("n", 0) >= 4:
+    if has_scale(scale):
         a += (f" In this lab a final drift below {fmt(scale['q25'])} is low and above {fmt(scale['q75'])} is high. "
               f"The most stable phase here is {steady} (mean final drift {fmt(means[steady])}), the most sensitive "
               f"{shaky} ({fmt(means[shaky])}).")
