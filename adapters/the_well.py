@@ -1,7 +1,7 @@
 """The Well (PolymathicAI) HDF5 trajectories: read them exactly as the format lays them out, and write
 files in the same format (``write_well_file``; the embedded datasets come from ``adapters.well_solvers``).
 
-Layout: ``datasets/NAME/data/{train,valid,test}/*.hdf5`` (+ ``datasets/NAME/stats.yaml``). One file
+Layout: ``datasets/NAME/data/{train,valid,test}/*.hdf5`` (or ``*.h5``; + ``datasets/NAME/stats.yaml``). One file
 holds ``n_trajectories`` runs of one parameter set. Reading a local directory needs only h5py;
 ``hf://`` paths need the ``the_well`` package and network (imported lazily; it pins
 ``fsspec==2024.10.0``, so it is no dependency of labtune).
@@ -27,6 +27,7 @@ from typing import IO, Any, Self
 import numpy as np
 
 SPLITS = ("train", "valid", "test")
+WELL_SUFFIXES = ("*.hdf5", "*.h5")  # the_well's reader globs both
 BC_TYPES = ("PERIODIC", "WALL", "OPEN")
 TRUTH_ATTR = "labtune_truth"
 ROOT_ATTRS = ("dataset_name", "grid_type", "n_spatial_dims", "n_trajectories", "simulation_parameters")
@@ -242,7 +243,8 @@ class WellFile:
 
 
 def list_files(root: Path | str, splits: Sequence[str] = SPLITS) -> list[Path]:
-    """The ``.hdf5`` files under a file, split dir, dataset dir (``NAME/data/...``), ``datasets/`` root or its parent."""
+    """The Well files (``.h5`` or ``.hdf5``, like the_well's reader) under a file, split dir, dataset dir
+    (``NAME/data/...``), ``datasets/`` root or its parent."""
     root = Path(root)
     bad = set(splits) - set(SPLITS)
     if bad:
@@ -252,17 +254,21 @@ def list_files(root: Path | str, splits: Sequence[str] = SPLITS) -> list[Path]:
     if not root.is_dir():
         raise WellSourceError(f"{root}: no such file or directory")
     if any((root / "data" / s).is_dir() for s in SPLITS):
-        files = sorted(p for s in splits for p in (root / "data" / s).glob("*.hdf5"))
+        files = sorted(p for s in splits for p in _well_files(root / "data" / s))
     elif (root / "datasets").is_dir():
         return list_files(root / "datasets", splits)
     elif subdirs := sorted(d for d in root.iterdir() if any((d / "data" / s).is_dir() for s in SPLITS)):
-        files = sorted(p for d in subdirs for s in splits for p in (d / "data" / s).glob("*.hdf5"))
+        files = sorted(p for d in subdirs for s in splits for p in _well_files(d / "data" / s))
     else:
-        files = sorted(root.glob("*.hdf5")) + sorted(root.glob("*.h5"))
+        files = _well_files(root)
     if not files:
         raise WellSourceError(f"{root}: no Well data found for splits {list(splits)} (expected NAME/data/{{train,valid,test}}/"
-                              f"*.hdf5, a datasets/ directory of those, or .hdf5 files)")
+                              f"*.hdf5 or *.h5, a datasets/ directory of those, or such files)")
     return files
+
+
+def _well_files(directory: Path) -> list[Path]:
+    return sorted(p for pattern in WELL_SUFFIXES for p in directory.glob(pattern))
 
 
 def count_trajectories(files: Sequence[Path]) -> int:
@@ -311,12 +317,12 @@ def _remote_files(url: str, splits: Sequence[str]):
     try:
         fs, root = fsspec.url_to_fs(url)
         roots = [root] if fs.isdir(f"{root}/data") else [f"{root}/{d}" for d in sorted(fs.ls(root, detail=False))]
-        files = sorted(p for r in roots for s in splits for p in fs.glob(f"{r}/data/{s}/*.hdf5"))
+        files = sorted(p for r in roots for s in splits for pattern in WELL_SUFFIXES for p in fs.glob(f"{r}/data/{s}/{pattern}"))
     except Exception as e:  # the Hub client raises many types (offline, 404, auth)
         raise WellSourceError(f"{url}: cannot list The Well on the Hugging Face Hub ({type(e).__name__}: {e}); check "
                               f"the network, or download the dataset and pass the local directory") from e
     if not files:
-        raise WellSourceError(f"{url}: no .hdf5 files under data/{{{','.join(splits)}}}")
+        raise WellSourceError(f"{url}: no .hdf5 or .h5 files under data/{{{','.join(splits)}}}")
     return [(f"hf://{p}", lambda p=p: fs.open(p, "rb")) for p in files]
 
 

@@ -2,7 +2,7 @@
 conserved quantities with their drift, the dynamics class, characteristic scales and a fixed-length
 feature vector (``FEATURE_LAYOUT``; ``tasks.physics_features`` documents every test).
 
-The source is a local Well dataset directory (``NAME/data/{train,valid,test}/*.hdf5``), a
+The source is a local Well dataset directory (``NAME/data/{train,valid,test}/*.hdf5`` or ``*.h5``), a
 ``datasets/`` root, or an ``hf://`` URL (needs the ``the_well`` package and network). With no source,
 labtune's embedded datasets (real PDE solvers, The Well's exact format) are generated into
 ``<out_dir>/../well_data`` first. Files written by that generator carry the solvers' known physics;
@@ -72,7 +72,7 @@ class EncodeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source: str | None = Field(None, description="Local Well dataset dir, datasets root or hf:// URL; None generates the "
                                                  "embedded datasets into <out_dir>/../well_data")
-    splits: list[Split] = Field(["train", "valid", "test"], min_length=1, description="Splits to read (data/<split>/*.hdf5)")
+    splits: list[Split] = Field(["train", "valid", "test"], min_length=1, description="Splits to read (data/<split>/*.hdf5 or *.h5)")
     max_trajectories: int | None = Field(None, gt=0, description="Encode at most this many trajectories (files in sorted order)")
     generator_seed: int = Field(0, description="Seed of the embedded datasets' initial conditions (used when source is None)")
     thresholds: PhysicsThresholds = Field(default_factory=PhysicsThresholds, description="Decision thresholds of the physics tests")

@@ -159,6 +159,19 @@ def test_list_files_accepts_every_layout(generated, tmp_path):
         tw.list_files(dataset, splits=("training",))
 
 
+def test_h5_files_are_found_and_read_like_hdf5(generated, tmp_path):
+    """Real Well datasets name some files *.h5; the_well's reader globs both suffixes, so labtune does too."""
+    dataset = tmp_path / "burgers_1d"
+    shutil.copytree(generated / "burgers_1d", dataset)
+    renamed = [f.rename(f.with_suffix(".h5")) for f in sorted(dataset.glob("data/train/*.hdf5"))]
+    assert renamed and set(renamed) <= set(tw.list_files(dataset))
+    assert {f.suffix for f in tw.list_files(dataset)} == {".h5", ".hdf5"}  # valid/ keeps its .hdf5 files
+    assert tw.list_files(dataset, splits=("train",)) == renamed
+    assert tw.list_files(tmp_path, splits=("train",)) == renamed
+    assert tw.list_files(dataset / "data" / "train") == renamed
+    assert tw.count_trajectories(renamed) == len(list(tw.read_trajectories(dataset, splits=("train",)))) > 0
+
+
 def test_hf_paths_without_the_well_say_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "the_well", None)  # import the_well -> ImportError
     with pytest.raises(tw.WellSourceError, match=r"hf://datasets/polymathic-ai/x: .*needs the `the_well` package"):
