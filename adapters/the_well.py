@@ -1,5 +1,5 @@
-"""The Well (PolymathicAI) HDF5 trajectories: read them exactly as the format lays them out, and write
-files in the same format (``write_well_file``; the embedded datasets come from ``adapters.well_solvers``).
+"""The Well (PolymathicAI) HDF5 trajectories: read them exactly as the format lays them out (files in
+the same format are written by ``adapters.well_writer``; the embedded datasets come from ``adapters.well_solvers``).
 
 Layout: ``datasets/NAME/data/{train,valid,test}/*.hdf5`` (or ``*.h5``; + ``datasets/NAME/stats.yaml``). One file
 holds ``n_trajectories`` runs of one parameter set. Reading a local directory needs only h5py;
@@ -11,6 +11,7 @@ one entry per trajectory); ``read_truth`` is the only reader of it, so encoders 
 
     python -m adapters.the_well generate --out data/the_well     # writes data/the_well/datasets/...
     python -m adapters.the_well inspect data/the_well            # one line per trajectory
+    python -m adapters.the_well stats data/the_well/datasets/NAME   # stats.yaml from its train split
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -335,76 +335,6 @@ def read_truth(path: Path | str) -> list[dict] | None:
     return None if raw is None else json.loads(_plain(raw))
 
 
-# --- writing ---------------------------------------------------------------------------------
-
-def write_well_file(path: Path, ds, pset, runs) -> None:
-    """Write runs of one parameter set of a ``well_solvers.SimulatedDataset`` as one Well file."""
-    import h5py
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t = pset.time if pset.time is not None else ds.time
-    coords = pset.coords or ds.coords
-    ndim = len(ds.spatial_dims)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with h5py.File(tmp, "w") as f:
-        f.attrs["dataset_name"] = ds.name
-        f.attrs["grid_type"] = "cartesian"
-        f.attrs["n_spatial_dims"] = ndim
-        f.attrs["n_trajectories"] = len(runs)
-        f.attrs["simulation_parameters"] = list(pset.params)
-        for k, v in pset.params.items():
-            f.attrs[k] = v
-        f.attrs[TRUTH_ATTR] = json.dumps([r.truth for r in runs])
-        dims = f.create_group("dimensions")
-        dims.attrs["spatial_dims"] = list(ds.spatial_dims)
-        for name, values, timed in [("time", t, True)] + [(d, coords[d], False) for d in ds.spatial_dims]:
-            d = dims.create_dataset(name, data=np.asarray(values, np.float32))
-            d.attrs["sample_varying"], d.attrs["time_varying"] = False, timed
-        bcs = f.create_group("boundary_conditions")
-        for axis, kind in ds.boundary.items():
-            g = bcs.create_group(f"{axis}_{kind.lower()}")
-            g.attrs["bc_type"], g.attrs["associated_dims"] = kind, [axis]
-            g.attrs["associated_fields"] = []
-            g.attrs["sample_varying"], g.attrs["time_varying"] = False, False
-            mask = np.zeros(len(coords[axis]), bool)
-            mask[[0, -1]] = True
-            g.create_dataset("mask", data=mask)
-        scalars = f.create_group("scalars")
-        scalars.attrs["field_names"] = list(pset.params)
-        for k, v in pset.params.items():
-            d = scalars.create_dataset(k, data=np.asarray(v))
-            d.attrs["sample_varying"], d.attrs["time_varying"] = False, False
-        groups = [f.create_group(g) for g in FIELD_GROUPS]
-        names: list[list[str]] = [[], [], []]
-        for name, order in ds.field_order.items():
-            d = groups[order].create_dataset(name, data=np.stack([r.fields[name] for r in runs]).astype(np.float32))
-            d.attrs["dim_varying"], d.attrs["sample_varying"], d.attrs["time_varying"] = [True] * ndim, True, True
-            names[order].append(name)
-        for name, (order, values) in pset.constant_fields.items():
-            d = groups[order].create_dataset(name, data=np.asarray(values, np.float32))
-            d.attrs["dim_varying"], d.attrs["sample_varying"], d.attrs["time_varying"] = [True] * ndim, False, False
-            names[order].append(name)
-        for g, n in zip(groups, names):
-            g.attrs["field_names"] = n
-    os.replace(tmp, path)
-
-
-def write_stats_yaml(path: Path, sums: dict[str, list[np.ndarray]]) -> None:
-    """``stats.yaml`` with the keys the_well's normalisers read (mean, std, rms and their *_delta)."""
-    import yaml
-
-    stats: dict[str, dict] = {k: {} for k in ("mean", "std", "rms", "mean_delta", "std_delta", "rms_delta")}
-    for name, arrays in sums.items():
-        values = np.concatenate([a.reshape(-1) for a in arrays])
-        deltas = np.concatenate([np.diff(a, axis=0).reshape(-1) for a in arrays])
-        for prefix, v in (("", values), ("_delta", deltas)):
-            stats["mean" + prefix][name] = float(v.mean())
-            stats["std" + prefix][name] = float(v.std())
-            stats["rms" + prefix][name] = float(np.sqrt((v ** 2).mean()))
-    path.write_text(yaml.safe_dump(stats, sort_keys=True))
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m adapters.the_well", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -413,6 +343,8 @@ def main(argv: list[str] | None = None) -> None:
     gen.add_argument("--out", type=Path, required=True, help="directory that receives datasets/NAME/data/SPLIT/*.hdf5")
     gen.add_argument("--seed", type=int, default=0, help="seed of the random initial conditions")
     gen.add_argument("--datasets", nargs="+", metavar="NAME", help="subset of the embedded datasets (default: all)")
+    stats = sub.add_parser("stats", help="write DATASET/stats.yaml (the_well's normalisers) from its train split")
+    stats.add_argument("dataset", type=Path, help="dataset directory (NAME, holding data/train/)")
     show = sub.add_parser("inspect", help="list the trajectories under a Well path")
     show.add_argument("path", help="file, dataset dir, datasets root or hf:// URL")
     show.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS)
@@ -423,6 +355,11 @@ def main(argv: list[str] | None = None) -> None:
         target = generate_default(args.out, args.seed, args.datasets)
         print(json.loads((target / "generator.json").read_text()))
         print(target)
+        return
+    if args.command == "stats":
+        from adapters.well_writer import write_stats_yaml
+
+        print(write_stats_yaml(args.dataset))
         return
     for t in read_trajectories(args.path, args.splits):
         fields = ", ".join(f"{k}{list(v.shape)}" for k, v in t.fields.items())

@@ -62,6 +62,7 @@ class SimulatedDataset:
     boundary: dict[str, str]                      # axis -> PERIODIC | WALL | OPEN
     field_order: dict[str, int]                   # time-varying field -> tensor order
     parameter_sets: list[ParameterSet]
+    grid_type: str = "cartesian"                  # the file's grid_type attribute
 
 
 def truth(dynamics: str, symmetries: dict[str, bool], conserved: dict[str, bool]) -> dict:
@@ -389,15 +390,17 @@ def _split_of(run: int, n_runs: int) -> str:
 
 def generator_fingerprint(seed: int, names: Sequence[str]) -> str:
     """Identity of a generated set: seed, dataset names and the solver and writer code."""
-    from adapters import the_well
+    from adapters import the_well, well_writer
 
-    blob = json.dumps([seed, list(names), inspect.getsource(inspect.getmodule(generator_fingerprint)), inspect.getsource(the_well)])
+    code = [inspect.getsource(m) for m in (inspect.getmodule(generator_fingerprint), the_well, well_writer)]
+    blob = json.dumps([seed, list(names), *code])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def generate_default(out: Path, seed: int = 0, names: Sequence[str] | None = None) -> Path:
     """Write the embedded datasets under ``out/datasets`` (reused when already generated the same way)."""
-    from adapters.the_well import SPLITS, write_stats_yaml, write_well_file
+    from adapters.the_well import SPLITS
+    from adapters.well_writer import write_stats_yaml, write_well_file
 
     names = list(names or SOLVERS)
     unknown = set(names) - set(SOLVERS)
@@ -414,7 +417,6 @@ def generate_default(out: Path, seed: int = 0, names: Sequence[str] | None = Non
     counts = {}
     for name in names:
         ds = SOLVERS[name](np.random.default_rng([seed, list(SOLVERS).index(name)]))
-        sums: dict[str, list[np.ndarray]] = {f: [] for f in ds.field_order}
         counts[name] = 0
         for pset in ds.parameter_sets:
             tag = "_".join(f"{k}_{v:g}" for k, v in pset.params.items())
@@ -423,9 +425,7 @@ def generate_default(out: Path, seed: int = 0, names: Sequence[str] | None = Non
                 if runs:
                     write_well_file(tmp / name / "data" / split / f"{name}_{tag}.hdf5", ds, pset, runs)
                     counts[name] += len(runs)
-            for f in ds.field_order:
-                sums[f] += [r.fields[f] for r in pset.runs]
-        write_stats_yaml(tmp / name / "stats.yaml", sums)
+        write_stats_yaml(tmp / name)  # read back from the train files: the values the_well will normalise
     (tmp / "generator.json").write_text(json.dumps({"fingerprint": fingerprint, "seed": seed, "trajectories": counts,
                                                     "seconds": round(time.time() - started, 2)}, indent=2))
     out.mkdir(parents=True, exist_ok=True)

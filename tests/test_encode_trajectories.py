@@ -13,6 +13,7 @@ import pytest
 
 from adapters import the_well as tw
 from adapters import well_solvers as ws
+from adapters import well_writer as ww
 from tasks import encode_trajectories as enc
 from tasks.encode_trajectories import (
     FEATURE_LAYOUT,
@@ -264,7 +265,7 @@ def test_trajectories_without_time_varying_fields_are_rejected(tmp_path):
     x = np.linspace(0, 1, 8)
     ds = ws.SimulatedDataset("static", ("x",), {"x": x}, np.arange(5.0), {"x": "WALL"}, {}, [])
     pset = ws.ParameterSet({"a": 1.0}, [ws.Run({}, {})], constant_fields={"density": (0, x ** 2)})
-    tw.write_well_file(tmp_path / "src" / "static.hdf5", ds, pset, pset.runs)
+    ww.write_well_file(tmp_path / "src" / "static.hdf5", ds, pset, pset.runs)
     with pytest.raises(ValueError, match="1 of 1 trajectories have nothing to measure"):
         encode(EncodeConfig(source=str(tmp_path / "src")), None, tmp_path / "a")
     out = encode(EncodeConfig(source=str(tmp_path / "src"), max_reject_rate=1.0), None, tmp_path / "b")

@@ -16,6 +16,7 @@ import yaml
 
 from adapters import the_well as tw
 from adapters import well_solvers as ws
+from adapters import well_writer as ww
 
 ASSETS = Path(__file__).parent.parent / "assets"
 
@@ -67,9 +68,57 @@ def test_generated_files_follow_the_format_exactly(generated):
                     assert {"dim_varying", "sample_varying", "time_varying"} <= set(ds.attrs)
                     lead = [n_traj, n_t] if ds.attrs["time_varying"] else []
                     assert ds.shape == tuple(lead + sizes + [len(dims)] * order), (f, name)
+
+
+def _shape(value) -> tuple[int, ...]:
+    return np.shape(np.asarray(value, float)) if isinstance(value, list) else ()
+
+
+def test_stats_yaml_has_the_real_datasets_layout(generated):
+    """One number per component (t1: D, t2: D×D), constant fields only in mean/std/rms: the layout
+    the_well's normalisers index (a missing constant field was a KeyError, a t1 field one number)."""
     for name in ws.SOLVERS:
         stats = yaml.safe_load((generated / name / "stats.yaml").read_text())
-        assert {"mean", "std", "mean_delta", "std_delta", "rms", "rms_delta"} <= set(stats)
+        assert set(stats) == {"mean", "std", "rms", "mean_delta", "std_delta", "rms_delta"}
+        traj = next(tw.read_trajectories(generated / name, splits=("train",)))
+        for field, order in traj.field_order.items():
+            want = (traj.n_spatial_dims,) * order
+            timed = field in traj.fields
+            for key in ("mean", "std", "rms") + (("mean_delta", "std_delta", "rms_delta") if timed else ()):
+                assert _shape(stats[key][field]) == want, (name, key, field)
+            if not timed:
+                assert all(field not in stats[k] for k in ("mean_delta", "std_delta", "rms_delta")), (name, field)
+    cellular = yaml.safe_load((generated / "cellular_flow_2d" / "stats.yaml").read_text())
+    assert "velocity" in cellular["mean"] and "velocity" not in cellular["mean_delta"]
+
+
+def test_stats_come_from_the_train_split_per_component(tmp_path):
+    rng = np.random.default_rng(2)
+    x = np.linspace(0, 1, 4)
+    ds = ws.SimulatedDataset("tiny", ("x", "y"), {"x": x, "y": x}, np.arange(3.0), {"x": "WALL", "y": "WALL"},
+                             {"rho": 0, "v": 1, "stress": 2}, [])
+    medium = rng.random((4, 4, 2))
+
+    def runs(offset):
+        return [ws.Run({"rho": offset + rng.random((3, 4, 4)), "v": offset + rng.random((3, 4, 4, 2)) * [1, 10],
+                        "stress": offset + rng.random((3, 4, 4, 2, 2))}, {}) for _ in range(2)]
+    for split, offset in (("train", 0.0), ("valid", 5.0), ("test", 10.0)):
+        pset = ws.ParameterSet({"a": 1.0}, runs(offset), constant_fields={"medium": (1, medium)})
+        ww.write_well_file(tmp_path / "tiny" / "data" / split / f"{split}.h5", ds, pset, pset.runs)
+    stats = yaml.safe_load(ww.write_stats_yaml(tmp_path / "tiny").read_text())
+    train = list(tw.read_trajectories(tmp_path / "tiny", splits=("train",)))
+    for field, order in (("rho", 0), ("v", 1), ("stress", 2)):
+        values = np.stack([t.fields[field] for t in train])
+        deltas = np.diff(values, axis=1)
+        over = tuple(range(values.ndim - order))
+        for suffix, data in (("", values), ("_delta", deltas)):
+            np.testing.assert_allclose(stats["mean" + suffix][field], data.mean(over), rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(stats["std" + suffix][field], data.std(over), rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(stats["rms" + suffix][field], np.sqrt((data ** 2).mean(over)), rtol=1e-9)
+    assert isinstance(stats["mean"]["rho"], float) and np.shape(stats["mean"]["stress"]) == (2, 2)
+    assert stats["mean"]["rho"] == pytest.approx(0.5, abs=0.1)  # valid (+5) and test (+10) would raise it
+    np.testing.assert_allclose(stats["mean"]["medium"], medium.reshape(-1, 2).mean(0), rtol=1e-6)
+    assert "medium" not in stats["mean_delta"] and "medium" not in stats["rms_delta"]
 
 
 def test_reader_round_trips_what_the_writer_wrote(tmp_path):
@@ -82,7 +131,7 @@ def test_reader_round_trips_what_the_writer_wrote(tmp_path):
                              {"rho": 0, "v": 1}, [])
     pset = ws.ParameterSet({"nu": 0.5, "k": 3}, runs, constant_fields={"medium": (0, medium)})
     path = tmp_path / "tiny.hdf5"
-    tw.write_well_file(path, ds, pset, runs)
+    ww.write_well_file(path, ds, pset, runs)
     trajs = list(tw.read_trajectories(path))
     assert [t.index for t in trajs] == [0, 1]
     for t, run in zip(trajs, runs):
