@@ -21,6 +21,7 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapters.lift_ir import IR, IR_SCHEMA, ir_json, validate_ir
+from adapters.lift_oracle import TemplateOracle
 from adapters.lift_templates import DEFAULT_TEMPLATES, load_templates
 from adapters.teachers import (TASK_IR, Teacher, TeacherError, TeacherUnavailable, make_teacher, parse_teacher_spec,
                                wrap_request)
@@ -257,7 +258,7 @@ def build_teacher(cfg: GenerateIRConfig, rows: list[PromptRow]) -> Teacher:
     """The configured teacher, built inside the stage (clients never cross a Prefect task boundary)."""
     kind, _ = parse_teacher_spec(cfg.teacher)
     if kind == "oracle":
-        return make_teacher(cfg.teacher, library=load_templates(template_path(cfg)), rows=rows)
+        return TemplateOracle(load_templates(template_path(cfg)), rows)
     if kind == "anthropic":
         return make_teacher(cfg.teacher, model=cfg.anthropic_model, price=cfg.anthropic_price, secret_block=cfg.secret_block)
     if kind == "openai":

@@ -22,6 +22,7 @@ from typing import Literal
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters.lift_oracle import TemplateOracle
 from adapters.lift_templates import (
     CATEGORIES,
     DEFAULT_TEMPLATES,
@@ -199,7 +200,7 @@ def _signature_names(library: TemplateLibrary, row: PromptRow) -> list[str]:
 
 def _teacher(cfg: PromptsConfig, library: TemplateLibrary, rows: list[PromptRow]) -> Teacher:
     kind, _ = parse_teacher_spec(cfg.teacher)
-    return make_teacher(cfg.teacher, library=library, rows=rows) if kind == "oracle" else make_teacher(cfg.teacher)
+    return TemplateOracle(library, rows) if kind == "oracle" else make_teacher(cfg.teacher)
 
 
 def paraphrase_seeds(rows: list[PromptRow], share: float, seed: int) -> list[int]:

@@ -10,8 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from adapters.lift_oracle import TemplateOracle
 from adapters.lift_templates import CATEGORIES, DEFAULT_TEMPLATES, load_templates
-from adapters.teachers import make_teacher, request_of
+from adapters.teachers import request_of
 from tasks.generate_prompts import (
     PromptRow,
     PromptsConfig,
@@ -156,7 +157,7 @@ def test_refusing_teacher_fails_the_stage_and_leaves_nothing(tmp_path):
 
 def test_build_paraphrase_messages_is_what_the_oracle_answers():
     row = template_prompts(LIBRARY, dict.fromkeys(CATEGORIES, 1), seed=3)[0]
-    oracle = make_teacher("oracle", library=LIBRARY, rows=[row])
+    oracle = TemplateOracle(LIBRARY, [row])
     reply = oracle.generate(build_paraphrase_messages(row, 2), max_tokens=100, temperature=0)
     phrasings = len(LIBRARY.templates[row.template_id].phrasings)
     assert parse_paraphrases(reply.text) == [LIBRARY.render_prompt(row.template_id, row.slots, k) for k in range(1, min(3, phrasings))]

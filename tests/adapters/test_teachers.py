@@ -125,7 +125,8 @@ def test_teacher_specs_are_checked():
         parse_teacher_spec("gpt")
     with pytest.raises(ValueError, match="base url"):
         make_teacher("openai:localhost:8000")
-    with pytest.raises(ValueError, match="rows="):
+    assert parse_teacher_spec("oracle") == ("oracle", "")
+    with pytest.raises(ValueError, match="TemplateOracle"):  # it answers only its own prompt rows: the stages build it
         make_teacher("oracle")
 
 
@@ -280,58 +281,6 @@ def test_openai_missing_key_names_the_variable(monkeypatch, server):
     monkeypatch.delenv("MY_VLLM_KEY", raising=False)
     with pytest.raises(TeacherUnavailable, match="MY_VLLM_KEY"):
         make_teacher(f"openai:{server.url}/v1", api_key_env="MY_VLLM_KEY")
-
-
-# ---- the template oracle ------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def library():
-    from adapters.lift_templates import load_templates
-
-    return load_templates()
-
-
-def _oracle_rows(library):
-    """The first template with two or more phrasings: its canonical prompt and one paraphrase, same slots."""
-    import random
-
-    tid, template = next((tid, t) for tid, t in sorted(library.templates.items()) if len(t.phrasings) >= 2)
-    slots = library.sample_slots(tid, random.Random(1))
-    return tid, slots, [{"id": f"{tid}-{i}", "prompt": library.render_prompt(tid, slots, phrasing=i),
-                         "template_id": tid, "slots": slots} for i in range(len(template.phrasings))]
-
-
-def _ask(task: str, request: str, extra: str = "") -> list[dict]:
-    return [{"role": "system", "content": f"TASK: {task}\nAnswer."}, {"role": "user", "content": extra + wrap_request(request)}]
-
-
-def test_oracle_answers_prompts_and_paraphrases_with_the_templates_ir(library):
-    tid, slots, rows = _oracle_rows(library)
-    oracle = make_teacher("oracle", library=library, rows=rows)
-    for row in rows:
-        reply = oracle.generate(_ask("ir", row["prompt"]), max_tokens=1024, temperature=0, json_schema=IR_SCHEMA)
-        assert json.loads(reply.text) == library.render_ir(tid, slots)
-        assert validate_ir(reply.text)[1] == []
-    assert oracle.usage() == {"requests": len(rows), "retries": 0, "input_tokens": 0, "output_tokens": 0,
-                              "cost_usd": 0.0, "priced": True}
-
-
-def test_oracle_paraphrases_are_the_other_phrasings_with_the_same_slots(library):
-    _, _, rows = _oracle_rows(library)
-    oracle = make_teacher("oracle", library=library, rows=rows[:1])
-    reply = oracle.generate(_ask("paraphrase", rows[0]["prompt"], "N: 1\n"), max_tokens=256, temperature=0)
-    assert reply.text.splitlines() == [rows[1]["prompt"]]
-    every = oracle.generate(_ask("paraphrase", rows[0]["prompt"], "N: 50\n"), max_tokens=256, temperature=0)
-    assert every.text.splitlines() == [r["prompt"] for r in rows[1:]]
-
-
-def test_oracle_refuses_what_it_cannot_know(library):
-    _, _, rows = _oracle_rows(library)
-    oracle = make_teacher("oracle", library=library, rows=rows)
-    with pytest.raises(TeacherError, match="only answers templated prompts"):
-        oracle.generate(_ask("ir", "Write a web server in Rust."), max_tokens=64, temperature=0)
-    with pytest.raises(TeacherError, match="TASK: ir"):
-        oracle.generate(_ask("summarise", rows[0]["prompt"]), max_tokens=64, temperature=0)
 
 
 # ---- the local model -------------------------------------------------------------------------------
