@@ -28,6 +28,7 @@ import numpy as np
 
 SPLITS = ("train", "valid", "test")
 WELL_SUFFIXES = ("*.hdf5", "*.h5")  # the_well's reader globs both
+GRID_TYPES = ("cartesian", "spherical", "equiangular")  # in the real datasets; any other string is read too
 BC_TYPES = ("PERIODIC", "WALL", "OPEN")
 TRUTH_ATTR = "labtune_truth"
 ROOT_ATTRS = ("dataset_name", "grid_type", "n_spatial_dims", "n_trajectories", "simulation_parameters")
@@ -51,6 +52,8 @@ class Trajectory:
     ``fields``: time-varying fields by name, t0 ``(n_t, *spatial)``, t1 ``(n_t, *spatial, d)``,
     t2 ``(n_t, *spatial, d, d)``; ``constant_fields`` the same without the time axis.
     ``boundary``: per axis, the (low end, high end) condition; open unless a mask marks it.
+    ``grid_type``: as the file says: "cartesian" (x, y, z), "spherical" (r, theta, phi), "equiangular"
+    (theta, phi on a sphere) or a string labtune does not know, kept so the encoder can name it.
     """
 
     dataset: str
@@ -64,6 +67,11 @@ class Trajectory:
     field_order: dict[str, int]
     constant_fields: dict[str, np.ndarray] = field(default_factory=dict)
     scalars: dict[str, Any] = field(default_factory=dict)
+    grid_type: str = "cartesian"
+
+    @property
+    def cartesian(self) -> bool:
+        return self.grid_type.lower() == "cartesian"
 
     @property
     def spatial_dims(self) -> tuple[str, ...]:
@@ -127,8 +135,7 @@ class WellFile:
     def _validate(self) -> None:
         f = self._h5
         self._need_attrs(f, ROOT_ATTRS, "the root group")
-        if str(_plain(f.attrs["grid_type"])) != "cartesian":
-            self._fail(f"grid_type {_plain(f.attrs['grid_type'])!r} is not supported (only 'cartesian')")
+        self.grid_type = str(_plain(f.attrs["grid_type"])).strip()
         self.dataset_name = str(_plain(f.attrs["dataset_name"]))
         self.n_trajectories = int(f.attrs["n_trajectories"])
         self.parameter_names = _names(f.attrs["simulation_parameters"])
@@ -227,7 +234,8 @@ class WellFile:
             scalars[name] = _plain(value) if np.ndim(value) == 0 else np.asarray(value)
         return Trajectory(dataset=self.dataset_name, file=self.path, index=index, time=t, coords=coords,
                           boundary=self._boundary(index), parameters={p: _plain(f.attrs[p]) for p in self.parameter_names},
-                          fields=fields, field_order=orders, constant_fields=constants, scalars=scalars)
+                          fields=fields, field_order=orders, constant_fields=constants, scalars=scalars,
+                          grid_type=self.grid_type)
 
     def __iter__(self) -> Iterator[Trajectory]:
         return (self.trajectory(i) for i in range(self.n_trajectories))
@@ -363,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     for t in read_trajectories(args.path, args.splits):
         fields = ", ".join(f"{k}{list(v.shape)}" for k, v in t.fields.items())
-        print(f"{t.dataset} {Path(t.file).name}#{t.index}: t={len(t.time)} grid={list(t.shape)} "
+        print(f"{t.dataset} {Path(t.file).name}#{t.index}: t={len(t.time)} grid={t.grid_type}{list(t.shape)} "
               f"bc={ {d: '/'.join(sorted(set(b))) for d, b in t.boundary.items()} } params={t.parameters} fields: {fields}")
 
 

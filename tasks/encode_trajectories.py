@@ -7,6 +7,8 @@ The source is a local Well dataset directory (``NAME/data/{train,valid,test}/*.h
 labtune's embedded datasets (real PDE solvers, The Well's exact format) are generated into
 ``<out_dir>/../well_data`` first. Files written by that generator carry the solvers' known physics;
 after encoding, the stage scores its labels against it and fails below ``min_truth_accuracy``.
+Every grid type is read; on spherical, equiangular or unknown grids the checks that assume a uniform
+cartesian grid are skipped, and each record, the manifest and the log say which (``tasks.grid_geometry``).
 In a flow with ``runner.kind: dask``, each local Well file is one shard on the Dask cluster, merged in
 reading order (the same ``features.jsonl`` as in-process).
 
@@ -108,6 +110,9 @@ class PhysicsFeatures(BaseModel):
     file: str
     trajectory: int = Field(ge=0, description="Index of the trajectory in its file")
     n_spatial_dims: int = Field(ge=1, le=3)
+    grid_type: str = Field("cartesian", description="The file's grid_type: cartesian, spherical, equiangular, or as written")
+    skipped_checks: dict[str, str] = Field(default_factory=dict, description="Checks that assume a uniform cartesian grid, "
+                                           "skipped or measured in grid cells on this grid, with why (empty when cartesian)")
     boundary_conditions: dict[str, str] = Field(description="Per axis: PERIODIC | WALL | OPEN ('LOW/HIGH' when the ends differ)")
     fields: list[str] = Field(description="Time-varying fields measured")
     constant_fields: list[str] = Field(description="Time-invariant fields (the medium)")
@@ -187,13 +192,15 @@ def encode(cfg: EncodeConfig, inputs: Path | list[Path] | None, out_dir: Path) -
         write_jsonl(out.tmp / "features.jsonl", records)
         write_jsonl(out.tmp / "rejects.jsonl", rejects)
         check = truth_agreement(records)
+        grids = grid_report(records)
         out.counts = {"trajectories": len(records), "rejected": len(rejects), "files": len({r.file for r in records}),
                       "datasets": len({r.dataset for r in records}),
+                      "non_cartesian": sum(row["trajectories"] for row in grids.values()),
                       **{f"dynamics_{d}": sum(r.dynamics.label == d for r in records) for d in DYNAMICS}}
         out.metrics = {"generate_seconds": round(generated_s, 2), "encode_seconds": round(encode_s, 2),
                        "seconds_per_trajectory": round(encode_s / n, 4), **check["metrics"]}
         out.extra.update(source=[str(s) for s in sources], feature_layout=list(FEATURE_LAYOUT),
-                         per_dataset=check["per_dataset"], truth_mismatches=check["mismatches"])
+                         per_dataset=check["per_dataset"], truth_mismatches=check["mismatches"], skipped_checks=grids)
         accuracy = check["metrics"].get("truth_accuracy")
         if accuracy is not None and accuracy < cfg.min_truth_accuracy:
             raise ValueError(f"encode: measured physics agrees with the generator's truth on {accuracy:.1%} of labels, below "
@@ -265,6 +272,21 @@ def _generate(cfg: EncodeConfig, out_dir: Path) -> Path:
     from adapters.well_solvers import generate_default
 
     return generate_default(target, cfg.generator_seed)
+
+
+def grid_report(records: list[PhysicsFeatures]) -> dict[str, dict]:
+    """Per dataset on a non-cartesian grid: its grid type and the checks skipped there, each said in the log."""
+    report: dict[str, dict] = {}
+    for r in records:
+        if r.skipped_checks:
+            row = report.setdefault(r.dataset, {"grid_type": r.grid_type, "trajectories": 0, "skipped_checks": {}})
+            row["trajectories"] += 1
+            row["skipped_checks"].update(r.skipped_checks)
+    for name, row in report.items():
+        why = "; ".join(f"{check}: {reason}" for check, reason in row["skipped_checks"].items())
+        say(f"[encode] {name}: grid_type {row['grid_type']!r} is not a uniform cartesian grid, so on its "
+            f"{row['trajectories']} trajectories these checks are skipped or changed: {why}")
+    return report
 
 
 def truth_agreement(records: list[PhysicsFeatures]) -> dict:

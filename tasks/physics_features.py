@@ -21,6 +21,8 @@ generator's truth). Each field is divided by its space-time spread so that field
   change in the last quarter is below ``transient_ratio`` of its peak; otherwise sinusoids fitted to
   the leading POD coefficients over the first two thirds must forecast the last third: periodic
   (one base frequency + 2 harmonics), quasi-periodic (two base frequencies + combinations), else chaotic.
+- grids: the spatial checks above assume a uniform cartesian grid; on a spherical, equiangular or unknown
+  grid, ``tasks.grid_geometry`` says which are skipped or measured in grid cells (the record's ``skipped_checks``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,16 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.the_well import Trajectory
+from tasks.grid_geometry import (
+    cell_volumes,
+    extents,
+    gradient_sq,
+    integrate,
+    periodic,
+    skipped_checks,
+    space_mean,
+    spacing,
+)
 
 SYMMETRIES = ("translation_x", "translation_y", "reflection_x", "reflection_y", "rotation_90", "time_translation")
 CONSERVED = ("mass", "energy", "momentum_x", "momentum_y")
@@ -68,10 +80,6 @@ def _components(traj: Trajectory) -> list[tuple[str, int, np.ndarray]]:
         spread = arr.std()
         out.append((name, traj.field_order[name], arr / spread if spread > 0 else arr))
     return out
-
-
-def _periodic(traj: Trajectory, axis: str) -> bool:
-    return traj.boundary.get(axis) == ("PERIODIC", "PERIODIC")
 
 
 def _component_signs(order: int, d: int, axis: int) -> np.ndarray:
@@ -118,32 +126,38 @@ def _mirror_score(g: np.ndarray, h: np.ndarray, shift_axes: tuple[int, ...]) -> 
 
 
 def measure_symmetries(traj: Trajectory, comps, th: PhysicsThresholds) -> tuple[dict[str, float], dict[str, float]]:
-    """Symmetry confidences and the raw scores behind them."""
+    """Symmetry confidences and the raw scores behind them (spatial ones on a cartesian grid only)."""
+    conf, raw = _spatial_symmetries(traj, comps, th) if traj.cartesian else ({}, {})
+    raw["time_translation"], (_, late) = _nonstationarity(comps), _late_activity(comps)
+    drifting = _sigmoid((raw["time_translation"] - th.stationarity) / (0.1 * th.stationarity))
+    relaxing = _sigmoid((th.transient_ratio - late) / (0.1 * th.transient_ratio)) if late > 0 else 0.0
+    conf["time_translation"] = (1 - drifting) * (1 - relaxing)
+    return conf, raw
+
+
+def _spatial_symmetries(traj: Trajectory, comps, th: PhysicsThresholds) -> tuple[dict[str, float], dict[str, float]]:
+    """Mirrors, the 90-degree rotation and translations, as flips, rotations and shifts of array indices."""
     nd = traj.n_spatial_dims
     axes = traj.spatial_dims
     conf, raw = {}, {}
     squash = lambda s: _sigmoid((s - th.symmetry_score) / th.symmetry_width)
     for a, axis in enumerate(axes[:2]):
         g, h = _centred(comps, lambda x, order, a=a: np.flip(x, 1 + a) * _component_signs(order, nd, a))
-        raw[f"reflection_{axis}"] = _mirror_score(g, h, (1 + a,) if _periodic(traj, axis) else ())
+        raw[f"reflection_{axis}"] = _mirror_score(g, h, (1 + a,) if periodic(traj, axis) else ())
         conf[f"reflection_{axis}"] = squash(raw[f"reflection_{axis}"])
     if nd == 2 and traj.shape[0] == traj.shape[1]:
         g, h = _centred(comps, lambda x, order: _rotate_components(np.rot90(x, 1, axes=(1, 2)), order))
-        both = _periodic(traj, axes[0]) and _periodic(traj, axes[1])
+        both = periodic(traj, axes[0]) and periodic(traj, axes[1])
         raw["rotation_90"] = _mirror_score(g, h, (1, 2) if both else ())
         conf["rotation_90"] = squash(raw["rotation_90"])
     for a, axis in enumerate(axes[:2]):
-        periodic = 1.0 if _periodic(traj, axis) else 0.0
+        wraps = 1.0 if periodic(traj, axis) else 0.0
         medium = max([_variation_along(f, a) for f in traj.constant_fields.values()], default=0.0)
         seam = max((_seam_ratio(arr, a) for _, _, arr in comps), default=0.0)
         raw[f"translation_{axis}_medium"], raw[f"translation_{axis}_seam"] = medium, seam
         homogeneous = float(np.clip(2 - medium / th.homogeneity, 0, 1))
         smooth = float(np.clip((4 - seam) / 2, 0, 1))
-        conf[f"translation_{axis}"] = 0.02 + 0.96 * periodic * homogeneous * smooth
-    raw["time_translation"], (_, late) = _nonstationarity(comps), _late_activity(comps)
-    drifting = _sigmoid((raw["time_translation"] - th.stationarity) / (0.1 * th.stationarity))
-    relaxing = _sigmoid((th.transient_ratio - late) / (0.1 * th.transient_ratio)) if late > 0 else 0.0
-    conf["time_translation"] = (1 - drifting) * (1 - relaxing)
+        conf[f"translation_{axis}"] = 0.02 + 0.96 * wraps * homogeneous * smooth
     return conf, raw
 
 
@@ -187,54 +201,43 @@ def _nonstationarity(comps) -> float:
     return float((np.abs(np.median(series[:, :k], 1) - np.median(series[:, -k:], 1)) / (q75 - q25 + floor)).max())
 
 
-def _spacing(traj: Trajectory) -> list[float]:
-    return [abs(c[1] - c[0]) if len(c) > 1 else 1.0 for c in traj.coords.values()]
-
-
-def _gradient_sq(f: np.ndarray, traj: Trajectory) -> np.ndarray:
-    """|grad f|^2 summed over components, (n_t, *spatial)."""
-    total = 0
-    for a, (axis, dx) in enumerate(zip(traj.spatial_dims, _spacing(traj))):
-        if len(traj.coords[axis]) < 2:
-            continue
-        if _periodic(traj, axis):
-            g = (np.roll(f, -1, 1 + a) - np.roll(f, 1, 1 + a)) / (2 * dx)
-        else:
-            g = np.gradient(f, dx, axis=1 + a)
-        total = total + (g ** 2).sum(-1)
-    return total
-
-
 def measure_conservation(traj: Trajectory, th: PhysicsThresholds) -> dict[str, dict]:
     """Drift of mass, momentum components and the best quadratic energy over the trajectory."""
-    nd, dv = traj.n_spatial_dims, float(np.prod(_spacing(traj)))
-    sp = tuple(range(1, nd + 1))
+    nd = traj.n_spatial_dims
+    volumes, _ = cell_volumes(traj)  # None on a grid of unknown measure: nothing to integrate
     out: dict[str, dict] = {}
+    if volumes is None:
+        return out
 
     def linear(name, parts, form):
-        q = sum(p.sum(axis=sp) for p, _ in parts) * dv
-        scale = np.mean(sum(s.sum(axis=sp) for _, s in parts)) * dv
+        q = sum(integrate(p, volumes, nd) for p, _ in parts)
+        scale = np.mean(sum(integrate(s, volumes, nd) for _, s in parts))
         drift = float(np.abs(q - q[0]).max() / scale) if scale > 0 else 0.0
         out[name] = {"drift": drift, "conserved": drift < th.conservation_tolerance, "form": form}
 
     scalars, vectors = ([n for n in traj.fields if traj.field_order[n] == o] for o in (0, 1))
     if scalars:
         linear("mass", [(traj.fields[n], np.abs(traj.fields[n])) for n in scalars], " + ".join(f"∫{n}" for n in scalars))
-    for a, axis in enumerate(traj.spatial_dims[:2] if vectors else ()):
+    for a, axis in enumerate(traj.spatial_dims[:2] if vectors and traj.cartesian else ()):
         linear(f"momentum_{axis}", [(traj.fields[n][..., a], np.linalg.norm(traj.fields[n], axis=-1)) for n in vectors],
                " + ".join(f"∫{n}_{axis}" for n in vectors))
-    candidates, names = [], []
+    candidates, names, amplitude = [], [], []
     for name, f in traj.fields.items():
         arr = f.reshape(f.shape[:1 + nd] + (-1,))
-        fluct = arr - arr.mean(axis=sp, keepdims=True)
-        candidates += [(fluct ** 2).sum(-1).sum(axis=sp) * dv, _gradient_sq(arr, traj).sum(axis=sp) * dv]
-        names += [f"∫|{name}'|²", f"∫|∇{name}|²"]
+        fluct = arr - space_mean(arr, volumes, nd)
+        candidates.append(integrate((fluct ** 2).sum(-1), volumes, nd))
+        names.append(f"∫|{name}'|²")
+        amplitude.append(True)
+        if traj.cartesian:
+            candidates.append(integrate(gradient_sq(arr, traj), volumes, nd))
+            names.append(f"∫|∇{name}|²")
+            amplitude.append(False)
     if candidates:
-        out["energy"] = _best_energy(np.stack(candidates, 1), names, th)
+        out["energy"] = _best_energy(np.stack(candidates, 1), names, np.array(amplitude), th)
     return out
 
 
-def _best_energy(q: np.ndarray, names: list[str], th: PhysicsThresholds) -> dict:
+def _best_energy(q: np.ndarray, names: list[str], amplitude: np.ndarray, th: PhysicsThresholds) -> dict:
     """The positive combination of quadratic candidates (columns of q) that varies least over time; the
     amplitude terms alone are tried first, so the simplest conserved form is the one reported."""
     from scipy.optimize import nnls
@@ -243,7 +246,7 @@ def _best_energy(q: np.ndarray, names: list[str], th: PhysicsThresholds) -> dict
     if not (means > 0).any():
         return {"drift": 0.0, "conserved": True, "form": "0 (fields vanish)"}
     best = None
-    for subset in (np.arange(0, q.shape[1], 2), np.arange(q.shape[1])):
+    for subset in (np.flatnonzero(amplitude), np.arange(q.shape[1])):
         cols = subset[means[subset] > 1e-12 * means.max()]
         if not len(cols):
             continue
@@ -359,14 +362,13 @@ def _first_below(c: np.ndarray, level: float = math.exp(-1)) -> float | None:
 def measure_scales(traj: Trajectory, comps) -> dict[str, float]:
     """Correlation length and time, characteristic velocity, RMS energy, domain length, duration."""
     nd = traj.n_spatial_dims
-    spacing = _spacing(traj)
-    extents = [len(c) * dx if _periodic(traj, ax) else (c[-1] - c[0] or dx) for (ax, c), dx in zip(traj.coords.items(), spacing)]
+    steps = spacing(traj)
     duration = float(traj.time[-1] - traj.time[0]) if len(traj.time) > 1 else 0.0
     g = np.concatenate([arr - arr.mean(axis=tuple(range(1, nd + 1)), keepdims=True) for _, _, arr in comps], -1)
     lengths = []
-    for a, dx in enumerate(spacing):
+    for a, dx in enumerate(steps):
         n = g.shape[1 + a]
-        pad = n if _periodic(traj, traj.spatial_dims[a]) else 2 * n
+        pad = n if periodic(traj, traj.spatial_dims[a]) else 2 * n
         spec = np.abs(np.fft.fft(g, n=pad, axis=1 + a)) ** 2
         c = np.fft.ifft(spec, axis=1 + a).real.sum(axis=tuple(i for i in range(g.ndim) if i != 1 + a))
         lag = _first_below(c[: n // 2 + 1] / c[0]) if c[0] > 0 else None
@@ -383,14 +385,14 @@ def measure_scales(traj: Trajectory, comps) -> dict[str, float]:
         velocity = math.sqrt(np.mean([(v ** 2).sum(-1).mean() for v in vectors]))
     else:
         rates = [np.diff(f, axis=0) / dt for n, f in traj.fields.items() if traj.field_order[n] == 0]
-        grads = [_gradient_sq(f[..., None], traj) for n, f in traj.fields.items() if traj.field_order[n] == 0]
+        grads = [gradient_sq(f[..., None], traj) for n, f in traj.fields.items() if traj.field_order[n] == 0]
         num, den = sum((r ** 2).mean() for r in rates), sum(gr.mean() for gr in grads)
         velocity = math.sqrt(num / den) if den > 0 and len(traj.time) > 1 else 0.0
     fluct = [(f - f.mean(axis=tuple(range(nd + 1)))) ** 2 for f in traj.fields.values()]
     energy = math.sqrt(sum(x.reshape(x.shape[:nd + 1] + (-1,)).sum(-1).mean() for x in fluct)) if fluct else 0.0
     return {"correlation_length": float(np.mean(lengths)), "correlation_time": float(lag * dt) if lag is not None else duration,
             "characteristic_velocity": float(velocity), "rms_energy": float(energy),
-            "domain_length": float(max(extents)), "duration": duration}
+            "domain_length": float(max(extents(traj))), "duration": duration}
 
 
 def encode_trajectory(traj: Trajectory, th: PhysicsThresholds) -> dict:
@@ -401,6 +403,7 @@ def encode_trajectory(traj: Trajectory, th: PhysicsThresholds) -> dict:
     symmetries, _ = measure_symmetries(traj, comps, th)
     return {
         "dataset": traj.dataset, "file": str(traj.file), "trajectory": traj.index, "n_spatial_dims": traj.n_spatial_dims,
+        "grid_type": traj.grid_type, "skipped_checks": skipped_checks(traj),
         "boundary_conditions": {ax: lo if lo == hi else f"{lo}/{hi}" for ax, (lo, hi) in traj.boundary.items()},
         "fields": list(traj.fields), "constant_fields": list(traj.constant_fields),
         "symmetries": {k: float(np.clip(v, 0, 1)) for k, v in symmetries.items()},

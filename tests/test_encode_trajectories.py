@@ -271,3 +271,78 @@ def test_trajectories_without_time_varying_fields_are_rejected(tmp_path):
     out = encode(EncodeConfig(source=str(tmp_path / "src"), max_reject_rate=1.0), None, tmp_path / "b")
     assert "no time-varying fields" in (out / "rejects.jsonl").read_text()
     assert (out / "features.jsonl").read_text() == ""
+
+
+# --- grids other than cartesian --------------------------------------------------------------
+
+def sphere(n_theta: int = 32, n_phi: int = 64):
+    """Cell-centred colatitudes and periodic longitudes, as meshgrids (theta, phi)."""
+    theta = (np.arange(n_theta) + 0.5) * np.pi / n_theta
+    phi = np.arange(n_phi) * TWO_PI / n_phi
+    return theta, phi, *np.meshgrid(theta, phi, indexing="ij")
+
+
+SPHERE_BC = {"theta": ("OPEN", "OPEN"), "phi": ("PERIODIC", "PERIODIC")}
+
+
+def test_mass_on_a_sphere_is_integrated_over_its_cell_areas():
+    """A decaying P2(cos θ) pattern keeps ∫h sinθ dθ dφ fixed while the plain sum over grid points drifts by ~40%."""
+    theta, phi, T, P = sphere()
+    t = np.linspace(0, 2, 40)
+    h = 1 + 0.8 * np.exp(-6 * t)[:, None, None] * (3 * np.cos(T) ** 2 - 1)[None]
+    tr = tw.Trajectory("planet", "in-memory", 0, t, {"theta": theta, "phi": phi}, SPHERE_BC, {}, {"h": h}, {"h": 0},
+                       grid_type="equiangular")
+    r = measure(tr)
+    plain = h.sum((1, 2))
+    assert np.abs(plain - plain[0]).max() / plain.mean() > 0.1  # unweighted, mass would look broken
+    assert r.grid_type == "equiangular" and r.conserved["mass"].conserved and r.conserved["mass"].drift < 1e-3
+    assert set(r.symmetries) == {"time_translation"}  # mirrors/shifts of array indices are not those of a sphere
+    assert {"reflection", "rotation_90", "translation", "energy_gradient_terms", "spatial_scales"} <= set(r.skipped_checks)
+    assert "∇" not in r.conserved["energy"].form and r.dynamics.label == "transient"
+    assert len(r.feature_vector) == len(FEATURE_LAYOUT) and r.scales["domain_length"] == 64  # phi wraps: 64 cells
+
+    spinning = 1 + (np.sin(T)[None] * np.cos(P[None] - t[:, None, None] * 12))  # rigid rotation about the pole, 4 turns
+    r = measure(tw.Trajectory("planet", "in-memory", 0, t, {"theta": theta, "phi": phi}, SPHERE_BC, {}, {"h": spinning},
+                              {"h": 0}, grid_type="equiangular"))
+    assert r.conserved["mass"].conserved and r.conserved["energy"].conserved and r.dynamics.label == "periodic"
+
+
+def test_a_spherical_shell_weighs_log_spaced_radii_by_r_squared_and_skips_momentum():
+    edges = np.geomspace(1, 2, 25)
+    radius = np.sqrt(edges[1:] * edges[:-1])
+    theta, phi, _, _ = sphere(16, 16)
+    R = radius[:, None, None] * np.ones((1, 16, 16))
+    t = np.linspace(0, 1, 30)
+    decay = np.exp(-3 * t)[:, None, None, None]
+    rho = 1 + decay * np.cos(TWO_PI * (R - 1)) / R ** 2  # ∫ r² (rho - 1) dr = 0 at every time
+    v = np.repeat((decay * np.ones_like(R)[None])[..., None], 3, -1)  # a vector (v_r, v_theta, v_phi)
+    tr = tw.Trajectory("shell", "in-memory", 0, t, {"r": radius, "theta": theta, "phi": phi},
+                       {"r": ("WALL", "WALL"), **SPHERE_BC}, {}, {"rho": rho, "v": v}, {"rho": 0, "v": 1}, grid_type="spherical")
+    r = measure(tr)
+    plain = rho.sum((1, 2, 3))
+    assert np.abs(plain - plain[0]).max() / plain.mean() > 0.03
+    assert r.conserved["mass"].conserved and r.conserved["mass"].drift < 1e-3
+    assert not any(k.startswith("momentum") for k in r.conserved) and "momentum" in r.skipped_checks
+
+
+def test_every_grid_type_goes_through_the_stage_and_is_named(tmp_path, capsys):
+    theta, phi, T, _ = sphere(16, 32)
+    t = np.linspace(0, 2, 20)
+    h = 1 + 0.8 * np.exp(-6 * t)[:, None, None] * (3 * np.cos(T) ** 2 - 1)[None]
+    for grid, conserved in (("equiangular", {"mass": True}), ("spherical", {"mass": True}), ("icosahedral", {})):
+        ds = ws.SimulatedDataset(f"{grid}_planet", ("theta", "phi"), {"theta": theta, "phi": phi}, t,
+                                 {"theta": "OPEN", "phi": "PERIODIC"}, {"h": 0}, [], grid_type=grid)
+        pset = ws.ParameterSet({"nu": 0.1}, [ws.Run({"h": h}, ws.truth("transient", {}, conserved))])
+        ww.write_well_file(tmp_path / "src" / ds.name / "data" / "train" / f"{grid}.h5", ds, pset, pset.runs)
+    out = encode(EncodeConfig(source=str(tmp_path / "src")), None, tmp_path / "encode")
+    manifest = json.loads((out / "manifest.json").read_text())
+    rows = {r.dataset: r for r in map(PhysicsFeatures.model_validate_json, (out / "features.jsonl").read_text().splitlines())}
+    assert manifest["counts"]["non_cartesian"] == 3 and manifest["metrics"]["truth_accuracy"] == 1.0
+    assert {name: g["grid_type"] for name, g in manifest["skipped_checks"].items()} == {
+        "equiangular_planet": "equiangular", "spherical_planet": "spherical", "icosahedral_planet": "icosahedral"}
+    assert rows["spherical_planet"].conserved["mass"].conserved  # a (theta, phi) sphere in the spherical layout
+    unknown = rows["icosahedral_planet"]
+    assert "icosahedral" in unknown.skipped_checks["grid_type"] and "icosahedral" in unknown.skipped_checks["mass"]
+    assert unknown.conserved == {} and set(unknown.symmetries) == {"time_translation"}
+    log = capsys.readouterr().out
+    assert "grid_type 'icosahedral' is not a uniform cartesian grid" in log and "grid_type 'equiangular'" in log

@@ -148,6 +148,22 @@ def test_reader_round_trips_what_the_writer_wrote(tmp_path):
     assert len(list(tw.read_trajectories(path, max_trajectories=1))) == 1
 
 
+@pytest.mark.parametrize("grid, dims", [("spherical", ("r", "theta", "phi")), ("equiangular", ("theta", "phi")),
+                                         ("icosahedral", ("cell", "level"))])
+def test_every_grid_type_is_read_and_kept(tmp_path, grid, dims):
+    """Real datasets use spherical (convective_envelope_rsg, post_neutron_star_merger) and equiangular (planetswe)
+    grids; a grid type labtune does not know is read too, and the encoder names it."""
+    coords = {d: np.geomspace(1, 2, 5) if d == "r" else np.linspace(0.1, 3.0, 4 + i) for i, d in enumerate(dims)}
+    shape = tuple(len(c) for c in coords.values())
+    run = ws.Run({"rho": np.random.default_rng(0).random((3, *shape))}, {})
+    ds = ws.SimulatedDataset("sky", dims, coords, np.arange(3.0), {dims[-1]: "PERIODIC"}, {"rho": 0}, [], grid_type=grid)
+    ww.write_well_file(tmp_path / "sky.h5", ds, ws.ParameterSet({"a": 1.0}, [run]), [run])
+    (t,) = tw.read_trajectories(tmp_path / "sky.h5")
+    assert t.grid_type == grid and not t.cartesian and t.spatial_dims == dims and t.shape == shape
+    np.testing.assert_allclose(t.coords[dims[0]], coords[dims[0]], rtol=1e-6)
+    assert t.boundary[dims[-1]] == ("PERIODIC", "PERIODIC")
+
+
 def test_reads_a_file_written_by_the_wells_own_dummy_writer():
     """tests/assets/the_well_dummy.hdf5 was written by the_well 1.2.0's utils.dummy_data.write_dummy_data."""
     trajs = list(tw.read_trajectories(ASSETS / "the_well_dummy.hdf5"))
