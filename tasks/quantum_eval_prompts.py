@@ -1,6 +1,6 @@
 """Held-out validation prompts for quantum-mind: requests as a user would type them.
 
-The wording shares nothing with the training templates (tasks/generate_physics_examples.py): the
+The wording shares nothing with the training templates (tasks/physics_reasoning.py): the
 physics is told as prose, not as the measurement listings the model was trained on, and each prompt
 asks for something checkable — a qubit count, a symmetry (U(1) particle number, Z2 parity, or none)
 and, for U(1), the number of particles in the reference state. Trajectories come from the held-out
@@ -16,8 +16,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks import circuit_families as cf
+from tasks.circuit_design import conserved_linear, eligible_families
 from tasks.encode_trajectories import PhysicsFeatures
-from tasks.generate_physics_examples import conserved_linear, drift, eligible_families
+from tasks.physics_reasoning import drift
 
 HOLDOUT_SPLIT = "test"
 CONTRACT = ("Answer with a short justification, then one ```python code block that defines at module level: "

@@ -11,7 +11,8 @@ import yaml
 from tasks.encode_trajectories import EncodeConfig, encode
 from tasks.code_blocks import code_closed, extract_code
 from tasks.evaluate_quantum import EvaluateConfig, check_answers, evaluate, humaneval_program, read_humaneval, score
-from tasks.generate_physics_examples import INSTRUCTIONS, GenerateConfig, generate, read_features
+from tasks.generate_physics_examples import GenerateConfig, generate, read_features
+from tasks.physics_reasoning import INSTRUCTIONS
 from tasks.quantum_eval_prompts import CONTRACT, build_prompts, requestable, split_of
 from tasks.records import RecordError
 

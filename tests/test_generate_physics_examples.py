@@ -11,16 +11,9 @@ import pytest
 
 from tasks import circuit_families as cf
 from tasks.encode_trajectories import EncodeConfig, encode, physics_record
-from tasks.generate_physics_examples import (
-    REASONING,
-    SEED_TYPES,
-    GenerateConfig,
-    design,
-    drift,
-    eligible_families,
-    generate,
-    main,
-)
+from tasks.circuit_design import design, eligible_families
+from tasks.generate_physics_examples import GenerateConfig, generate, main
+from tasks.physics_reasoning import REASONING, SEED_TYPES, drift
 from tasks.records import RecordError, read_chat_records, read_jsonl
 from tasks.verify_circuits import CircuitVerifier, CodeItem, VerifyConfig, read_items
 
