@@ -24,7 +24,8 @@ from tasks.generate_ir import GenerateIRConfig, generate_ir
 from tasks.generate_prompts import PromptsConfig, generate_prompts
 from tasks.install_ollama import InstallConfig, install_ollama
 from tasks.make_negatives import NegativesConfig, make_negatives
-from tasks.review_ir import ReviewConfig, run_review
+from tasks.review_ir import ReviewConfig
+from tasks.review_ui import run_review
 from tasks.train_sft import train_sft
 
 PROJECT = "lift-sys"

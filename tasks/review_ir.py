@@ -1,20 +1,16 @@
 """Review generated IRs: automatic pre-checks, then human decisions from a JSONL file or the Prefect UI.
 
 Every IR is pre-checked (tasks/ir_checks.py) → accept, reject or needs review. Human decisions
-(accept / reject / correct with a fixed IR) live in an append-only decisions store keyed by item id
-AND a hash of the IR reviewed: a re-run never asks again about the same IR, while a re-generated,
-different IR is asked about afresh. Human decisions win over the automatic ones.
+(accept / reject / correct with a fixed IR) live in an append-only store keyed by item id AND a hash
+of the IR reviewed (tasks/review_decisions.py, which also reads decisions files). Human decisions win
+over the automatic ones.
 
 Prefect pauses flow runs, never task runs, so the stage comes in two parts:
 - ``review_ir`` (the task, stage ``review``) pre-checks, applies the decisions file and the stored
   decisions, and writes accepted.jsonl, rejected.jsonl and pending.jsonl. It never waits for anyone.
-- ``review_in_ui(items, cfg, store)`` runs in the FLOW body (mode ``ui``): it pauses the flow run
-  with a typed form per item (or per batch of ``batch_size``) and stores each answer at once.
-``run_review`` chains them for the flow: task → UI pauses → task again, which folds the answers in.
-
-A decisions file has one line per item: ``{"id", "decision": "accept"|"reject"|"correct",
-"ir"?: corrected IR (decision correct only), "note"?, "ir_sha"?}``; copy ``id``/``ir_sha`` from
-pending.jsonl (with ``ir_sha``, a decision about an IR that has since been re-generated is skipped).
+- ``review_in_ui(items, cfg, store)`` (tasks/review_ui.py) runs in the FLOW body (mode ``ui``): it pauses
+  the flow run with a typed form per item (or per batch of ``batch_size``) and stores each answer at once.
+``run_review`` (tasks/review_ui.py) chains them for the flow: task → UI pauses → task again.
 
     python -m tasks.review_ir --irs data/lift_sys/generate_ir/ir.jsonl --out data/lift_sys/review \\
         [--set mode=file --set decisions_file=my_decisions.jsonl]
@@ -22,28 +18,23 @@ pending.jsonl (with ``ir_sha``, a decision about an IR that has since been re-ge
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
-import os
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Literal
 
 from prefect import task
-from prefect.input import RunInput
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapters.lift_ir import validate_ir
 from tasks.ir_checks import precheck
-from tasks.records import RecordError, iter_jsonl, read_jsonl, read_models, write_jsonl
+from tasks.records import RecordError, read_models, write_jsonl
 from tasks.reporting import publish_table, say
+from tasks.review_decisions import StoredDecision, append_decisions, ir_sha, load_store, read_decisions_file
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
 from tasks.stage_cli import config_from_args, stage_parser
 
 STAGE = "review"
-Decision = Literal["accept", "reject", "correct"]
 
 
 class ReviewConfig(BaseModel):
@@ -66,29 +57,6 @@ class ReviewConfig(BaseModel):
         return self
 
 
-class StoredDecision(BaseModel):
-    """One human decision as the store keeps it: about item ``id`` with the IR hashing to ``ir_sha``."""
-
-    model_config = ConfigDict(extra="forbid")
-    id: str
-    ir_sha: str
-    decision: Decision
-    ir: dict | None = Field(None, description="The corrected IR (decision 'correct')")
-    note: str = ""
-    by: Literal["human-ui", "human-file"]
-    decided_at: str = Field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-
-
-class FileDecision(BaseModel):
-    """One line of a decisions file."""
-
-    model_config = ConfigDict(extra="forbid")
-    id: str
-    decision: Decision
-    ir: dict | None = None
-    note: str = ""
-    ir_sha: str | None = None
-
 
 class IRRow(BaseModel):
     """The fields of an ir.jsonl row this stage relies on (other fields pass through)."""
@@ -100,42 +68,11 @@ class IRRow(BaseModel):
     ir: dict | None
 
 
-def ir_sha(ir: dict | None) -> str:
-    """Identity of the IR a decision was made about (key order and spacing do not matter)."""
-    text = json.dumps(ir, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
 
 def store_path(cfg: ReviewConfig, out_dir: Path) -> Path:
     """The decisions store: configured, or ``reviews/decisions.jsonl`` beside the stage directory."""
     return Path(cfg.decisions_store) if cfg.decisions_store else Path(out_dir).parent / "reviews" / "decisions.jsonl"
 
-
-def load_store(path: Path) -> dict[tuple[str, str], StoredDecision]:
-    """Latest decision per (id, ir_sha); later lines win."""
-    if not Path(path).exists():
-        return {}
-    return {(d.id, d.ir_sha): d for d in read_models(path, StoredDecision)}
-
-
-def append_decisions(path: Path, decisions: list[StoredDecision]) -> int:
-    """Append decisions not already the latest for their key; rewrite + rename, so a crash never leaves half a line."""
-    path = Path(path)
-    latest = load_store(path)
-    fresh = [d for d in decisions if (old := latest.get((d.id, d.ir_sha))) is None
-             or (old.decision, old.ir, old.note) != (d.decision, d.ir, d.note)]
-    if not fresh:
-        return 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    old_bytes = path.read_bytes() if path.exists() else b""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(old_bytes if not old_bytes or old_bytes.endswith(b"\n") else old_bytes + b"\n")
-        fh.writelines(d.model_dump_json().encode() + b"\n" for d in fresh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return len(fresh)
 
 
 def read_items(path: Path) -> list[dict]:
@@ -148,50 +85,6 @@ def read_items(path: Path) -> list[dict]:
         seen[row["id"]] = i
     return rows
 
-
-def read_decisions_file(path: Path, items: dict[str, dict]) -> tuple[list[StoredDecision], list[str]]:
-    """Decisions of a file about the current IRs, and the ids whose decision is stale (made on another IR)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"review.decisions_file {path} does not exist")
-    decisions, stale, lines, unknown = [], [], {}, []
-    for lineno, row in _numbered_rows(path):
-        try:
-            fd = FileDecision.model_validate(row)
-        except ValidationError as e:
-            err = e.errors()[0]
-            raise RecordError(f"{path}:{lineno}: field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
-        if fd.id not in items:
-            unknown.append(fd.id)
-            continue
-        if fd.id in lines:
-            raise RecordError(f"{path}:{lineno}: id {fd.id!r} already decided on line {lines[fd.id]}")
-        lines[fd.id] = lineno
-        current = items[fd.id]["ir"]
-        if fd.ir_sha and fd.ir_sha != ir_sha(current):
-            stale.append(fd.id)
-            continue
-        if fd.decision == "correct":
-            if fd.ir is None:
-                raise RecordError(f"{path}:{lineno}: field 'ir': decision 'correct' needs the corrected IR")
-            _, errors = validate_ir(fd.ir)
-            if errors:
-                raise RecordError(f"{path}:{lineno}: field 'ir.{errors[0]}'" + (f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""))
-        elif fd.ir is not None:
-            raise RecordError(f"{path}:{lineno}: field 'ir': only decision 'correct' carries an IR (got {fd.decision!r})")
-        elif fd.decision == "accept" and (current is None or validate_ir(current)[1]):
-            raise RecordError(f"{path}:{lineno}: id {fd.id!r}: cannot accept an IR that fails the schema; use decision 'correct' with a fixed IR")
-        decisions.append(StoredDecision(id=fd.id, ir_sha=ir_sha(current), decision=fd.decision, ir=fd.ir,
-                                        note=fd.note, by="human-file"))
-    if unknown:
-        shown = ", ".join(map(repr, unknown[:10])) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
-        raise RecordError(f"{path}: decisions about ids that are not in the IRs under review: {shown}")
-    return decisions, stale
-
-
-def _numbered_rows(path: Path):
-    """(line number, JSON object) per non-blank line; bad bytes or malformed JSON name file and line."""
-    return iter_jsonl(path)
 
 
 def auto_check(item: dict) -> tuple[str, list[dict]]:
@@ -308,126 +201,6 @@ def _prefect_key(context, parameters: dict) -> str | None:
 def review_ir(cfg: ReviewConfig, inputs: Path, out_dir: Path) -> Path:
     """Prefect task: pre-checks + file and stored decisions; never pauses (see ``review_in_ui``)."""
     return review(cfg, inputs, out_dir)
-
-
-# --- Human review in the Prefect UI (flow side) ---------------------------------------------
-
-class ReviewAnswer(BaseModel):
-    """A reviewer's answer about one IR."""
-
-    decision: Decision = Field(description="accept the IR, reject it, or correct it (paste the fixed IR in corrected_ir)")
-    corrected_ir: str = Field("", description="decision 'correct': the corrected IR as JSON")
-    note: str = Field("", description="why (kept with the decision)")
-
-
-class ReviewForm(RunInput, ReviewAnswer):
-    """The form a paused flow run shows for one IR."""
-
-
-class ItemDecision(ReviewAnswer):
-    id: str = Field(description="Item id (leave as given)")
-
-
-class BatchReviewForm(RunInput):
-    """The form a paused flow run shows for a batch of IRs: one decision per item."""
-
-    decisions: list[ItemDecision] = Field(description="One entry per item, in the order shown")
-
-
-def item_markdown(item: dict, position: str = "") -> str:
-    """What a reviewer reads: the request, the pre-check problems and the IR."""
-    problems = "\n".join(f"- **{p['check']}**: {p['message']}" for p in item.get("problems", [])) or "- (none)"
-    quoted = "\n".join(f"> {line}" for line in item["prompt"].splitlines())
-    return (f"### {position}`{item['id']}` ({item['category']})\n\n**Request**\n\n{quoted}\n\n"
-            f"**Pre-check problems**\n\n{problems}\n\n**IR**\n\n```json\n{json.dumps(item['ir'], indent=2, ensure_ascii=False)}\n```\n")
-
-
-def decision_from_answer(item: dict, decision: str, corrected_ir: str, note: str) -> tuple[StoredDecision | None, str]:
-    """A reviewer's answer as a stored decision, or (None, what to fix) when a correction is not a valid IR."""
-    fixed = None
-    if decision == "correct":
-        _, errors = validate_ir(corrected_ir or "")
-        if errors:
-            return None, f"`{item['id']}`: the corrected IR is not valid: " + "; ".join(errors[:3])
-        fixed = json.loads(corrected_ir)
-    return StoredDecision(id=item["id"], ir_sha=item["ir_sha"], decision=decision, ir=fixed, note=note,
-                          by="human-ui"), ""
-
-
-def _pause_key(items: list[dict], attempt: int) -> str:
-    digest = hashlib.sha256("|".join(f"{it['id']}@{it['ir_sha']}" for it in items).encode()).hexdigest()[:16]
-    return f"review-{digest}-{attempt}"  # pause keys allow letters, digits and dashes only
-
-
-def _ask(items: list[dict], cfg: ReviewConfig, header: str) -> list[StoredDecision]:
-    """Pause until a reviewer answers validly about ``items``; an invalid answer is asked again with the reason."""
-    from prefect.flow_runs import pause_flow_run
-
-    batch, error = cfg.batch_size > 1, ""
-    for attempt in itertools.count():
-        shown = "\n---\n".join(item_markdown(it, f"{i}. " if batch else "") for i, it in enumerate(items, 1))
-        fix = f"**Please fix:** {error}\n\n" if error else ""
-        if batch:
-            hint = "Each item is pre-set to *accept*: change the ones to reject or correct (corrected_ir: the fixed IR JSON)."
-            form = BatchReviewForm.with_initial_data(
-                description=f"## {header}\n\n{fix}{hint}\n\n{shown}",
-                decisions=[ItemDecision(id=it["id"], decision="accept").model_dump() for it in items])
-        else:
-            hint = "Choose a *decision*; to correct the IR, edit *corrected_ir* (pre-filled with the IR below)."
-            form = ReviewForm.with_initial_data(description=f"## {header}\n\n{fix}{hint}\n\n{shown}",
-                                                corrected_ir=json.dumps(items[0]["ir"], indent=2, ensure_ascii=False))
-        answer = pause_flow_run(wait_for_input=form, timeout=cfg.timeout_s, poll_interval=cfg.poll_interval_s,
-                                key=_pause_key(items, attempt))
-        answers = answer.decisions if batch else [ItemDecision(id=items[0]["id"], **answer.model_dump())]
-        by_id = {it["id"]: it for it in items}
-        if sorted(a.id for a in answers) != sorted(by_id):
-            error = f"answer exactly once for each of the ids {sorted(by_id)}, got {[a.id for a in answers]}"
-            continue
-        results = [decision_from_answer(by_id[a.id], a.decision, a.corrected_ir, a.note) for a in answers]
-        error = " ".join(msg for _, msg in results if msg)
-        if not error:
-            return [d for d, _ in results]
-
-
-def review_in_ui(items: list[dict], cfg: ReviewConfig, store: Path) -> list[StoredDecision]:
-    """Ask a human about each pending item in the Prefect UI, pausing the flow run; answers go to the store at once.
-
-    Call from the flow body between tasks: Prefect pauses flow runs, not task runs. ``items`` are
-    rows of the stage's pending.jsonl. Items already in the store are skipped.
-    """
-    from prefect.context import FlowRunContext, TaskRunContext
-    from prefect.exceptions import FlowPauseTimeout
-
-    if FlowRunContext.get() is None or TaskRunContext.get() is not None:
-        raise RuntimeError("review.mode 'ui' pauses a flow run: call review_in_ui from a flow body, not a task or a "
-                           "plain script; without Prefect use review.mode: file with review.decisions_file")
-    known = load_store(store)
-    todo = [it for it in items if (it["id"], it["ir_sha"]) not in known]
-    decided: list[StoredDecision] = []
-    for start in range(0, len(todo), cfg.batch_size):
-        batch = todo[start:start + cfg.batch_size]
-        header = (f"Review IR {start + 1} of {len(todo)}" if cfg.batch_size == 1
-                  else f"Review IRs {start + 1}–{start + len(batch)} of {len(todo)}")
-        say(f"review: waiting in the Prefect UI for a decision on {[it['id'] for it in batch]} (Resume form)")
-        try:
-            answers = _ask(batch, cfg, header)
-        except FlowPauseTimeout:
-            raise FlowPauseTimeout(f"review: nobody answered within review.timeout_s={cfg.timeout_s}s; the "
-                                   f"{len(decided)} decisions given are kept in {store}, re-run to continue") from None
-        append_decisions(store, answers)
-        decided += answers
-    return decided
-
-
-def run_review(cfg: ReviewConfig, inputs: Path, out_dir: Path) -> Path:
-    """The review stage as a flow runs it: the task; in mode 'ui' the pauses for pending items, then the task again."""
-    out = review_ir(cfg, inputs, out_dir)
-    if cfg.mode != "ui":
-        return out
-    pending = read_jsonl(Path(out) / "pending.jsonl")
-    if pending and review_in_ui(pending, cfg, store_path(cfg, out_dir)):
-        out = review_ir(cfg, inputs, out_dir)
-    return out
 
 
 def main(argv: list[str] | None = None) -> None:
