@@ -2,10 +2,10 @@
 
 Every solver answers ``solve(qubo, *, seed) -> Solution`` with its samples ranked feasible-first
 (``adapters.qubo.rank``) and says in ``unavailable(qubo)`` why it cannot take a problem (too many
-variables, a package or credentials missing). ``solve_in_order`` walks a preference list and
-names each solver it skipped and why, so a run's log states the fallback it took.
+variables, a package or credentials missing). Choosing among them by name, with fallbacks, is
+``adapters/solver_choice.py`` (which also knows the Azure Quantum solver built on ``QAOASolver``).
 
-    solution = solve_in_order(qubo, ["qaoa", "annealing", "exact"], seed=0)
+    solution = QAOASolver(reps=3).solve(qubo, seed=0)
 """
 
 from __future__ import annotations
@@ -192,35 +192,3 @@ def shot_share(counts: dict[str, int], x: np.ndarray) -> float:
     """The share of shots that measured exactly assignment ``x`` (how strongly the circuit points at it)."""
     bits = "".join(str(int(b)) for b in reversed(x))
     return round(counts.get(bits, 0) / max(1, sum(counts.values())), 4)
-
-
-SOLVERS = {"exact": ExactSolver, "annealing": AnnealingSolver, "qaoa": QAOASolver}
-
-
-def make_solver(name: str, **options) -> Solver:
-    """A solver by name (exact, annealing, qaoa, azure) with its options."""
-    if name == "azure":
-        from adapters.azure_quantum import AzureQuantumSolver
-
-        return AzureQuantumSolver(**options)
-    if name not in SOLVERS:
-        raise ValueError(f"unknown QUBO solver {name!r}: choose from {', '.join([*SOLVERS, 'azure'])}")
-    return SOLVERS[name](**options)
-
-
-def solve_in_order(qubo: QUBO, order: list[str], *, seed: int = 0, options: dict[str, dict] | None = None,
-                   log=print) -> Solution:
-    """Solve with the first solver in ``order`` that can take ``qubo``; each one skipped is logged with why."""
-    skipped = []
-    for name in order:
-        solver = make_solver(name, **(options or {}).get(name, {}))
-        reason = solver.unavailable(qubo)
-        if reason is None:
-            if skipped:
-                log(f"[qubo] {'; '.join(skipped)}: using {name}")
-            solution = solver.solve(qubo, seed=seed)
-            solution.info["skipped"] = skipped
-            return solution
-        skipped.append(f"{name} unavailable ({reason})")
-    raise RuntimeError(f"no QUBO solver could take this {qubo.n}-variable problem: {'; '.join(skipped)}. "
-                       f"Add 'exact' or 'annealing' to the solver order.")
