@@ -24,13 +24,17 @@ from pydantic import BaseModel, ValidationError
 
 from adapters.lab_schema import (DiscoveryResponse, HealthResponse, PhaseExperimentResponse, ReplayDriftResponse,
                                  TRIResponse)
+from adapters.user_errors import UserInputError
 
 R = TypeVar("R", bound=BaseModel)
 START_HINT = "start it with python -m adapters.lab_server --port 8000 or pass --lab-url"
 
 
-class LabError(RuntimeError):
-    """Any failure talking to the lab; ``retryable`` tells a Prefect retry_condition_fn what to do."""
+class LabError(RuntimeError, UserInputError):
+    """Any failure talking to the lab; ``retryable`` tells a Prefect retry_condition_fn what to do.
+
+    A user error: the lab is the user's to start, reach or fix, so the CLIs report it as one line.
+    """
 
     retryable = False
 

@@ -16,7 +16,6 @@ from prefect import flow
 from pydantic import Field, model_validator
 
 from flows.config import ProjectConfig, add_common_args, load_config
-from adapters.lab_client import LabError
 from flows.runner import StageTimer, flow_params, run_flow_cli
 from tasks.calibrate_phases import CalibrateConfig, calibrate_phases
 from tasks.describe_experiments import DescribeConfig, describe_experiments
@@ -116,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return chat(PROJECT, BenLabConfig, args)
     return run_flow_cli(ben_lab, PROJECT, BenLabConfig, {**flow_params(args), "lab_url": args.lab_url},
-                        user_errors=(LabError, ModelNotBetterError))
+                        user_errors=(ModelNotBetterError,))  # LabError is a UserInputError already
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ from typing import Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from adapters.user_errors import UserInputError
 from tasks.export_gguf import ExportConfig
 from tasks.mix_datasets import MixConfig
-from tasks.stage_cli import deep_merge, parse_override
+from tasks.stage_cli import deep_merge, explain_invalid, parse_override
 from tasks.train_sft import SFTStageConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,8 +70,8 @@ class ProjectConfig(BaseModel):
         return root
 
 
-class ConfigError(ValueError):
-    """A config problem, with the key and how to fix it."""
+class ConfigError(ValueError, UserInputError):
+    """A config problem, with the key and how to fix it (one line: the CLIs print it as it is)."""
 
 
 def _load_yaml(path: Path) -> dict:
@@ -83,30 +84,6 @@ def _load_yaml(path: Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
-
-
-def _explain(e: ValidationError, source: str, model: type[BaseModel]) -> str:
-    lines = [f"invalid config ({source}):"]
-    for err in e.errors():
-        key = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            parent = _model_at(model, err["loc"][:-1])
-            known = ", ".join(sorted(parent.model_fields)) if parent else "see the YAML"
-            lines.append(f"  - unknown key '{key}'. Valid keys here: {known}")
-        else:
-            got = err.get("input")
-            lines.append(f"  - '{key}': {err['msg']} (got {got!r}). Fix it in the YAML or with --set {key}=VALUE")
-    return "\n".join(lines)
-
-
-def _model_at(model: type[BaseModel], loc) -> type[BaseModel] | None:
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        ann = getattr(field, "annotation", None)
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-            return None
-        model = ann
-    return model
 
 
 def load_config(
@@ -138,7 +115,7 @@ def load_config(
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_explain(e, f"{path} + profile {profile}", model)) from None
+        raise ConfigError(explain_invalid(e, f"{path} + profile {profile}", model)) from None
 
 
 def add_common_args(parser: argparse.ArgumentParser, project: str) -> None:

@@ -16,13 +16,13 @@ from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from adapters.teacher_logits import TeacherError
-from flows.config import ConfigError, ProjectConfig, add_common_args, load_config
-from flows.runner import StageTimer, flow_params
+from adapters.user_errors import one_line, user_error_types
+from flows.config import ProjectConfig, add_common_args, load_config
+from flows.runner import StageTimer, flow_params, user_errors_printed_once
 from tasks.evaluate_indra import EvaluateIndraConfig, ablation_markdown, evaluate_indra
-from tasks.indra_data import IndraDataConfig, IndraDataError, indra_data
+from tasks.indra_data import IndraDataConfig, indra_data
 from tasks.indra_objective import ObjectiveConfig
 from tasks.indra_teacher import TeacherConfig, indra_teacher
-from tasks.records import RecordError
 from tasks.train_indra import OptimConfig, TrainIndraConfig, train_indra
 
 PROJECT = "indra-quantum"
@@ -115,11 +115,13 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, PROJECT)
     params = flow_params(parser.parse_args(argv))
+    errors = user_error_types(TeacherError)  # IndraDataError is a UserInputError already
     try:
         load_config(IndraQuantumConfig, PROJECT, config=params["config"], profile=params["profile"], overrides=params["overrides"])
-        summary = indra_quantum(**params)
-    except (ConfigError, RecordError, FileNotFoundError, IndraDataError, TeacherError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        with user_errors_printed_once(errors):
+            summary = indra_quantum(**params)
+    except errors as e:
+        print(one_line(e), file=sys.stderr)
         return 2
     print(ablation_markdown(summary["ablation"], summary["teacher_val_perplexity"]))
     print(summary["verdict"])

@@ -12,6 +12,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adapters.user_errors import one_line, user_error_types
 from tasks.reporting import publish_table
 from tasks.shards import sharding_on
 from tasks.stage import read_manifest, write_json_atomic
@@ -160,19 +161,23 @@ def user_errors_printed_once(errors: tuple[type[BaseException], ...]) -> Iterato
 
 
 def run_flow_cli(flow_fn, project: str, config_model, params: dict, user_errors: tuple[type[Exception], ...] = ()) -> int:
-    """Validate the config (cheap, before any work), run the flow, print its headline; user errors exit 2."""
+    """Validate the config (cheap, before any work), run the flow, print its headline.
+
+    A ``UserInputError`` (a config error, a bad record, a missing key or directory, an unreachable lab),
+    a missing file, or one of ``user_errors`` (errors of modules outside that family) ends as one line
+    on stderr and exit 2.
+    """
     import sys
 
-    from flows.config import ConfigError, load_config
-    from tasks.records import RecordError
+    from flows.config import load_config
 
-    errors = (ConfigError, RecordError, FileNotFoundError, *user_errors)
+    errors = user_error_types(*user_errors)
     try:
         load_config(config_model, project, config=params["config"], profile=params["profile"], overrides=params["overrides"])
         with user_errors_printed_once(errors):
             summary = flow_fn(**params)
     except errors as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(one_line(e), file=sys.stderr)
         return 2
     if summary.get("evaluation_table"):
         print(f"{project}: held-out evaluation, base vs trained\n{summary['evaluation_table']}")
@@ -182,7 +187,8 @@ def run_flow_cli(flow_fn, project: str, config_model, params: dict, user_errors:
     return 0
 
 
-def project_main(flow_fn, project: str, config_model, doc: str, argv: list[str] | None = None) -> int:
+def project_main(flow_fn, project: str, config_model, doc: str, argv: list[str] | None = None,
+                 user_errors: tuple[type[Exception], ...] = ()) -> int:
     """``python -m flows.<project>`` for a flow that takes only the common options."""
     import argparse
 
@@ -191,4 +197,4 @@ def project_main(flow_fn, project: str, config_model, doc: str, argv: list[str] 
     parser = argparse.ArgumentParser(prog=f"python -m flows.{project.replace('-', '_')}", description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, project)
-    return run_flow_cli(flow_fn, project, config_model, flow_params(parser.parse_args(argv)))
+    return run_flow_cli(flow_fn, project, config_model, flow_params(parser.parse_args(argv)), user_errors)

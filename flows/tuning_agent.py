@@ -16,6 +16,7 @@ from typing import Literal
 from prefect import flow
 from pydantic import Field
 
+from adapters.the_well import WellSourceError
 from flows import ben_lab, lift_sys, quantum_mind
 from flows.config import ProjectConfig, load_config
 from flows.runner import StageTimer, project_main
@@ -91,7 +92,8 @@ def tuning_agent(config: str | None = None, profile: str = "local", data_dir: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    return project_main(tuning_agent, PROJECT, TuningAgentConfig, __doc__, argv)
+    return project_main(tuning_agent, PROJECT, TuningAgentConfig, __doc__, argv,
+                        user_errors=(WellSourceError,))  # quantum-mind's data stages read The Well
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from adapters.lift_ir import IR, ir_json, validate_ir
 from tasks.records import ChatRecord, Message, RecordError, read_models, write_jsonl
 from tasks.reporting import publish_table, say
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
-from tasks.stage_cli import config_from_args, stage_parser
+from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 
 STAGE = "compose"
 SPLITS = ("train", "val", "test")
@@ -227,4 +227,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage_cli(main)

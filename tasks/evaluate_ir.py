@@ -45,7 +45,7 @@ from tasks.ir_checks import BOOL_WORD, INT_WORD, precheck, requested_returns
 from tasks.records import RecordError, read_jsonl, write_jsonl
 from tasks.reporting import StageProgress, publish_table, say
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
-from tasks.stage_cli import config_from_args, stage_parser
+from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 
 STAGE = "evaluate_ir"
 METRICS = ("schema_valid", "literal_accuracy", "quirk_handling", "return_coverage", "assertion_completeness",
@@ -299,4 +299,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage_cli(main)

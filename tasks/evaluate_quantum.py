@@ -36,7 +36,7 @@ from tasks.quantum_eval_prompts import EvalPrompt, build_prompts
 from tasks.records import RecordError, read_json_rows, write_jsonl
 from tasks.reporting import StageProgress, publish_image, publish_table
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
-from tasks.stage_cli import config_from_args, stage_parser
+from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 from tasks.verify_circuits import Claims, CircuitVerifier, CodeItem, VerifyConfig
 
 STAGE = "evaluate"
@@ -273,4 +273,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage_cli(main)

@@ -18,7 +18,6 @@ Per-record teacher-forced counts go to ``parity.jsonl``.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +30,7 @@ from adapters.llama_cpp import GgufModel, LlamaCppError, convert_hf, convert_lor
 from tasks.gguf_parity import conversation_ids, measure, parity_failure, summarize
 from tasks.records import read_chat_records
 from tasks.reporting import StageProgress, counts_table, publish_table
-from tasks.stage_cli import config_from_args, stage_parser
+from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 from tasks.stage import MANIFEST, cached, module_source, prefect_cache_key, read_manifest, stage_key, stage_output
 
 STAGE = "export"
@@ -321,4 +320,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage_cli(main)

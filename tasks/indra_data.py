@@ -26,6 +26,7 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.base_models import EMBEDDED, resolve_base_model
+from adapters.user_errors import UserInputError
 from tasks.indra_corpora import (
     ChatRecordsSource,
     CorpusSource,
@@ -44,7 +45,7 @@ from tasks.stage import (
     stage_key,
     stage_output,
 )
-from tasks.stage_cli import config_from_args, stage_parser
+from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 
 STAGE = "indra_data"
 PROBE_TEXT = "### Instruction:\nThe future of AI is\n\n### Response:\n"
@@ -71,7 +72,7 @@ class IndraDataConfig(BaseModel):
     model_cache_dir: Path | None = Field(None, description="Where the embedded model is cached (default: <data_dir>/cache/models)")
 
 
-class IndraDataError(ValueError):
+class IndraDataError(ValueError, UserInputError):
     """The corpora cannot make a usable training set; the message says what to change."""
 
 
@@ -264,4 +265,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage_cli(main)

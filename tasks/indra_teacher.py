@@ -36,7 +36,7 @@ from tasks.stage import (
     stage_output,
     write_json_atomic,
 )
-from tasks.stage_cli import config_from_args, stage_parser
+from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 
 STAGE = "indra_teacher"
 
@@ -213,4 +213,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage_cli(main, TeacherError)

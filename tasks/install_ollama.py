@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Literal
@@ -26,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from adapters.llama_cpp import render_chat_template
 from adapters.ollama import CHATML_STOPS, OllamaServer, OllamaUnavailable, chatml_template, default_host, modelfile_text
 from tasks.reporting import counts_table, publish_table, say
-from tasks.stage_cli import config_from_args, stage_parser
+from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 from tasks.stage import cached, module_source, prefect_cache_key, read_manifest, stage_key, stage_output
 
 STAGE = "install"
@@ -207,4 +206,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage_cli(main)

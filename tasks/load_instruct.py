@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tasks.records import ChatRecord, RecordError, read_json_rows, write_jsonl
 from tasks.reporting import counts_table, publish_table, say
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
-from tasks.stage_cli import config_from_args, stage_parser
+from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 
 STAGE = "instruct"
 HUB_ID = "BoltzmannEntropy/QuantumLLMInstruct"
@@ -118,4 +118,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage_cli(main)

@@ -50,7 +50,7 @@ from tasks.stage import (
     stage_key,
     stage_output,
 )
-from tasks.stage_cli import config_from_args, stage_parser
+from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 
 STAGE = "negatives"
 ErrorType = Literal["verbose_literal", "missing_bool_int_order", "missing_return_path", "wrong_types"]
@@ -280,4 +280,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage_cli(main)

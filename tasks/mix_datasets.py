@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.records import ChatRecord, read_chat_records, write_jsonl
 from tasks.reporting import publish_table
-from tasks.stage_cli import config_from_args, stage_parser
+from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
 
 STAGE = "mix"
@@ -169,4 +169,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage_cli(main)

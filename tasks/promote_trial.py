@@ -17,6 +17,7 @@ from prefect import task
 
 from tasks.reporting import counts_table, publish_table
 from tasks.stage import cached, module_source, prefect_cache_key, read_manifest, stage_key, stage_output
+from tasks.stage_cli import run_stage_cli
 
 STAGE = "best"
 
@@ -66,4 +67,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage_cli(main)

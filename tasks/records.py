@@ -11,6 +11,8 @@ from typing import Any, Iterable, Iterator, Literal, TypeVar
 import jsonlines
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from adapters.user_errors import UserInputError
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -30,7 +32,7 @@ class ChatRecord(BaseModel):
     meta: dict[str, Any] = Field(default_factory=dict)
 
 
-class RecordError(ValueError):
+class RecordError(ValueError, UserInputError):
     """A bad record in an input file; the message names file, line and field."""
 
 

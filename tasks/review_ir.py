@@ -32,7 +32,7 @@ from tasks.records import RecordError, read_models, write_jsonl
 from tasks.reporting import publish_table, say
 from tasks.review_decisions import StoredDecision, append_decisions, ir_sha, load_store, read_decisions_file
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
-from tasks.stage_cli import config_from_args, stage_parser
+from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 
 STAGE = "review"
 
@@ -217,4 +217,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage_cli(main)

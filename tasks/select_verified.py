@@ -20,7 +20,7 @@ from tasks.mix_datasets import is_validation, record_digest
 from tasks.records import read_chat_records, read_jsonl, write_jsonl
 from tasks.reporting import counts_table, publish_table
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
-from tasks.stage_cli import config_from_args, stage_parser
+from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 
 STAGE = "select"
 SOURCES = {"chat_physics.jsonl": "physics.jsonl", "chat_reasoning.jsonl": "reasoning.jsonl"}
@@ -94,4 +94,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage_cli(main)

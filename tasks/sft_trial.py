@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from adapters.base_models import resolve_base_model
 from tasks.reporting import say
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
-from tasks.stage_cli import config_from_args, stage_parser
+from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 from tasks.train_sft import SFTStageConfig, build_trainer, last_complete_checkpoint, to_prompt_completion
 
 STAGE = "trial"
@@ -164,4 +164,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage_cli(main)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
+
+from adapters.user_errors import one_line, user_error_types
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -59,11 +63,53 @@ def stage_parser(prog: str, doc: str | None, model: type[BaseModel]) -> argparse
 
 def config_from_args(model: type[M], args: argparse.Namespace, parser: argparse.ArgumentParser,
                      raw_keys: tuple[str, ...] = (), **fixed) -> M:
-    """The stage config from ``--config`` + ``--set`` (+ ``fixed`` values); a bad value exits with the parser's error."""
-    data = (yaml.safe_load(args.config.read_text()) or {}) if args.config else {}
+    """The stage config from ``--config`` + ``--set`` (+ ``fixed`` values); a bad value is one line and exit 2."""
+    source = f"{args.config} + --set" if args.config else "--set"
     try:
+        data = (yaml.safe_load(args.config.read_text()) or {}) if args.config else {}
         for item in args.overrides:
             data = deep_merge(data, parse_override(item, raw_keys))
         return model.model_validate(deep_merge(data, {k: v for k, v in fixed.items() if v is not None}))
-    except (ValueError, ValidationError) as e:
-        parser.error(str(e))
+    except ValidationError as e:
+        parser.exit(2, one_line(explain_invalid(e, source, model)) + "\n")
+    except (OSError, yaml.YAMLError, ValueError) as e:
+        parser.exit(2, one_line(f"invalid config ({source}): {e}") + "\n")
+
+
+def explain_invalid(e: ValidationError, source: str, model: type[BaseModel]) -> str:
+    """Every problem of ``e`` on one line: the key, what is wrong, and how to fix it."""
+    problems = []
+    for err in e.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(model, err["loc"][:-1])
+            known = ", ".join(sorted(parent.model_fields)) if parent else "see the YAML"
+            problems.append(f"unknown key '{key}' (valid keys here: {known})")
+        elif err["type"] == "value_error":  # a validator's own message, which says how to fix it
+            message = err["msg"].removeprefix("Value error, ")
+            problems.append(f"'{key}': {message}" if key else message)
+        else:
+            got = err.get("input")
+            problems.append(f"'{key}': {err['msg']} (got {got!r}); fix it in the YAML or with --set {key}=VALUE")
+    return f"invalid config ({source}): " + "; ".join(problems)
+
+
+def _model_at(model: type[BaseModel], loc) -> type[BaseModel] | None:
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def run_stage_cli(main: Callable[[], int | None], *user_errors: type[BaseException]) -> NoReturn:
+    """``python -m tasks.<stage>``: run ``main``; a user error (``adapters.user_errors``) is one line and exit 2."""
+    errors = user_error_types(*user_errors)
+    try:
+        code = main()
+    except errors as e:
+        print(one_line(e), file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code or 0)

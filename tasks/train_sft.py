@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from adapters.base_models import EMBEDDED, resolve_base_model
 from tasks.records import read_chat_records
 from tasks.reporting import counts_table, publish_image, publish_table, say
-from tasks.stage_cli import config_from_args, stage_parser
+from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output, write_json_atomic
 from tasks.trainer_keys import unknown_trainer_keys
 from tasks.training_log import StepLog, plot_loss_curve
@@ -367,4 +367,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage_cli(main)

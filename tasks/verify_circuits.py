@@ -54,7 +54,7 @@ from tasks.records import RecordError, read_jsonl, write_jsonl
 from tasks.reporting import StageProgress, publish_table
 from tasks.shards import map_shards, shard_runner
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
-from tasks.stage_cli import config_from_args, stage_parser
+from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 
 STAGE = "verify"
 CHECKS, BP = circuit_checks.__name__, barren_plateau.__name__
@@ -321,4 +321,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage_cli(main)
