@@ -18,18 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import task
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from adapters.lift_ir import IR, IR_SCHEMA, ir_json, validate_ir
 from adapters.lift_oracle import TemplateOracle
 from adapters.lift_templates import DEFAULT_TEMPLATES, load_templates
-from adapters.teachers import (TASK_IR, Teacher, TeacherError, TeacherUnavailable, make_teacher, parse_teacher_spec,
-                               wrap_request)
+from adapters.teachers import (TASK_IR, Teacher, TeacherError, TeacherUnavailable, make_teacher, missing_credentials,
+                               parse_teacher_spec, wrap_request)
 from tasks.generate_prompts import PromptRow
 from tasks.records import read_models, write_jsonl
 from tasks.reporting import StageProgress, publish_table, say
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
-from tasks.stage_cli import config_from_args, stage_parser
+from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 
 STAGE = "generate_ir"
 
@@ -58,6 +58,13 @@ class GenerateIRConfig(BaseModel):
     def _known_teacher(cls, spec: str) -> str:
         parse_teacher_spec(spec)
         return spec
+
+    @model_validator(mode="after")
+    def _teacher_has_its_key(self):
+        missing = missing_credentials(self.teacher, secret_block=self.secret_block, api_key_env=self.openai_api_key_env)
+        if missing:  # checked with the config, before any stage runs
+            raise ValueError(missing)
+        return self
 
 
 # ---- prompt building and output parsing (pure) ------------------------------------------------------
@@ -351,4 +358,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage_cli(main)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from prefect import task
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapters.lift_oracle import TemplateOracle
 from adapters.lift_templates import (
@@ -39,6 +39,7 @@ from adapters.teachers import (
     TeacherError,
     TeacherUnavailable,
     make_teacher,
+    missing_credentials,
     parse_teacher_spec,
     wrap_request,
 )
@@ -52,7 +53,7 @@ from tasks.stage import (
     stage_key,
     stage_output,
 )
-from tasks.stage_cli import config_from_args, stage_parser
+from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 
 STAGE = "prompts"
 NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?!\w|\.\d)")
@@ -78,6 +79,14 @@ class PromptsConfig(BaseModel):
     temperature: float = Field(0.8, ge=0, le=2, description="Sampling temperature of paraphrase requests")
     max_tokens: int = Field(600, ge=16, description="Token budget of one paraphrase reply")
     max_failed_share: float = Field(0.2, ge=0, le=1, description="Fail the stage when more than this share of paraphrase requests is refused")
+
+    @field_validator("teacher")
+    @classmethod
+    def _teacher_can_start(cls, spec: str) -> str:
+        missing = missing_credentials(spec)  # also rejects an unknown teacher; checked before any stage runs
+        if missing:
+            raise ValueError(missing)
+        return spec
 
 
 class PromptRow(BaseModel):
@@ -314,4 +323,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage_cli(main)
