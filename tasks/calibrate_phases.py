@@ -3,7 +3,8 @@
 Every phase run of the harvest is labelled by the phase that was requested; the rule
 (``tasks.describe_phases``: nearest centroid on standardised measurements) is fitted to them and
 cross-validated (stratified folds), and its confusion matrix goes to the manifest and a Prefect
-artifact. TRI and final replay drift, recomputed on the physics features by the harvest, are
+artifact. A short decision list (``PhaseSignature``) is fitted beside it: the rule training answers
+spell out, one reading at a time. TRI and final replay drift, recomputed on the physics features by the harvest, are
 summarised as quantiles so that answers call a value large or small relative to this lab.
 
     python -m tasks.calibrate_phases --experiments data/ben_lab/harvest --out data/ben_lab/calibrate
@@ -19,7 +20,7 @@ import numpy as np
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.describe_phases import SUMMARY_STATS, fit_calibration
+from tasks.describe_phases import SUMMARY_STATS, fit_calibration, fit_signature
 from tasks.records import RecordError, read_jsonl
 from tasks.reporting import publish_markdown, publish_table, say
 from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
@@ -61,6 +62,7 @@ def calibrate(cfg: CalibrateConfig, inputs: Path, out_dir: Path) -> Path:
         rule = fit_calibration(summaries, physics, labels, cfg.ambiguity_ratio)
         report.update(cross_validate(summaries, physics, labels, cfg))
         report["rule"] = rule.model_dump()
+        report["signature"] = fit_signature(summaries, labels).model_dump()
     report["typical"] = typical_values(phase_rows)
     tri_rows = [r for r in rows if r.get("kind") == "tri" and "physics" in r]
     report["tri"] = _quantiles([r["physics"]["tri"] for r in tri_rows])
@@ -78,11 +80,13 @@ def calibrate(cfg: CalibrateConfig, inputs: Path, out_dir: Path) -> Path:
         (out.tmp / CALIBRATION).write_text(json.dumps(report, indent=2))
         out.counts = {"phase_runs": len(phase_rows), "tri_runs": report["tri"].get("n", 0),
                       "drift_runs": report["final_drift"].get("n", 0)}
-        out.metrics = {"cv_accuracy": accuracy, "ambiguous_share": report.get("ambiguous_share")}
+        out.metrics = {"cv_accuracy": accuracy, "ambiguous_share": report.get("ambiguous_share"),
+                       "signature_accuracy": report.get("signature", {}).get("accuracy")}
         out.extra["confusion"] = report.get("confusion", {})
     if accuracy is not None:
         say(f"[calibrate] phase rule agrees with the requested phase on {accuracy:.1%} of {len(phase_rows)} runs "
-            f"({cfg.folds}-fold cross-validation)")
+            f"({cfg.folds}-fold cross-validation); the spoken rule ({signature_words(report['signature'])}) on "
+            f"{report['signature']['accuracy']:.1%}")
         publish_markdown("calibrate-confusion", confusion_markdown(report["confusion"], accuracy),
                          "Learnt phase rule: requested (rows) vs indicated (columns), cross-validated")
     publish_table("calibrate", [{"quantity": k, **v} for k, v in (("TRI", report["tri"]), ("final drift", report["final_drift"]))],
@@ -156,6 +160,12 @@ def size_word(value: float, scale: dict) -> str:
     if not has_scale(scale):
         return "typical"
     return "large" if value > scale["q75"] else "small" if value < scale["q25"] else "typical"
+
+
+def signature_words(signature: dict) -> str:
+    """'string_order > 0.3 → spt_cluster, …, else trivial_product': the spoken rule in one line."""
+    steps = [f"{s['reading']} > {s['cutoff']:.3g} → {s['phase']}" for s in signature["steps"]]
+    return ", ".join(steps + [f"else {signature['otherwise']}"])
 
 
 def confusion_markdown(confusion: dict, accuracy: float) -> str:

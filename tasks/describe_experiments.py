@@ -21,7 +21,7 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.calibrate_phases import has_scale, load_calibration, size_word
-from tasks.describe_phases import MEANING, PhaseCalibration, phase_reasoning, signature_cutoffs, verdict_sentence
+from tasks.describe_phases import MEANING, PhaseCalibration, PhaseSignature, verdict_sentence
 from tasks import lab_questions as questions
 from tasks.lab_concepts import EVAL_PROMPTS, concept_records
 from tasks.records import ChatRecord, RecordError, read_jsonl, write_jsonl
@@ -83,7 +83,8 @@ def unsupported_numbers(text: str, grounding: set[str]) -> list[str]:
     return [n for n in NUMBER.findall(text) if n not in grounding and n.lstrip("-") not in grounding]
 
 
-def _describe_phase(row: dict, rule: PhaseCalibration, cutoffs: dict) -> tuple[str, str, dict]:
+def _describe_phase(row: dict, rule: PhaseCalibration, signature: PhaseSignature) -> tuple[str, str | None, dict]:
+    """(question, answer, grounding); the answer is None when the spoken rule and the verdict disagree."""
     req, res = row["request"], row["response"]
     s = res["summary"]
     verdict = rule.classify(s, row.get("physics", {}).get("features"))
@@ -95,15 +96,16 @@ def _describe_phase(row: dict, rule: PhaseCalibration, cutoffs: dict) -> tuple[s
                 f"entanglement entropy proxy {values['ent']}, randomness score {values['r']} and {values['b']} distinct "
                 "measured bitstrings")
     bias = "" if req.get("bias") is None else f", bias={fmt(req['bias'])}"
-    q = questions.phrase(questions.PHASE, row["id"], phase_type=req["phase_type"], depth=fmt(req["depth"]),
-                         seed=fmt(req["seed"]), bias=bias, measured=measured, **values)
-    # The signature first, read against this lab's scale, then the verdict: a short, regular answer that a
-    # small model can learn to give (naming the phase first, it guessed from the question's wording).
-    a = f"{phase_reasoning(phase, s, cutoffs, fmt)}, so the measurements indicate {verdict_sentence(verdict)}: {MEANING[phase]}."
-    agrees = req["phase_type"] == phase or (verdict.ambiguous and req["phase_type"] == verdict.runner_up)
-    if req["phase_type"] in q and not agrees:
-        a += f" That is not the requested {req['phase_type']}."
-    return q, a, {"phase_indicated": phase, "ambiguous_with": verdict.runner_up if verdict.ambiguous else None}
+    # The question never names the requested phase: a model that can copy it learns nothing about the numbers.
+    q = questions.phrase(questions.PHASE, row["id"], depth=fmt(req["depth"]), seed=fmt(req["seed"]), bias=bias,
+                         measured=measured, **values)
+    ctx = {"phase_indicated": phase, "ambiguous_with": verdict.runner_up if verdict.ambiguous else None}
+    # The readings first, one comparison each in the spoken rule's order, then the verdict: a short, regular
+    # answer that a small model can follow step by step (naming the phase first, it guessed from the wording).
+    reasoning, spoken = signature.reasoning(s, fmt)
+    if spoken != phase:
+        return q, None, {**ctx, "spoken_rule_says": spoken}
+    return q, f"{reasoning}, so the measurements indicate {verdict_sentence(verdict)}: {MEANING[phase]}.", ctx
 
 
 def physics_tri(row: dict) -> float:
@@ -186,6 +188,7 @@ def describe(cfg: DescribeConfig, inputs: Path, out_dir: Path) -> Path:
     rows = read_jsonl(experiments_file)
     calibration = load_calibration(calibration_dir)
     rule = PhaseCalibration(**calibration["rule"]) if "rule" in calibration else None
+    signature = PhaseSignature(**calibration["signature"]) if "signature" in calibration else None
     for i, row in enumerate(rows, 1):
         missing = {"id", "kind", "request", "response"} - row.keys()
         if missing:
@@ -196,15 +199,15 @@ def describe(cfg: DescribeConfig, inputs: Path, out_dir: Path) -> Path:
             drift_by_phase[r["response"]["phase_type"]].append(physics_drift(r)[-1])
     drift_means = {p: statistics.fmean(v) for p, v in drift_by_phase.items()}
 
-    chats, legacy, rejects = [], [], []
+    chats, legacy, rejects, unspoken = [], [], [], []
     for i, row in enumerate(rows, 1):
         kind = row["kind"]
         try:
             if kind == "phase":
-                if rule is None:
+                if rule is None or signature is None:
                     raise RecordError(f"{experiments_file}: phase runs of a single phase type cannot calibrate a "
                                       "phase rule; harvest at least two phase types")
-                q, a, ctx = _describe_phase(row, rule, signature_cutoffs(calibration["typical"]))
+                q, a, ctx = _describe_phase(row, rule, signature)
             elif kind == "tri":
                 q, a, ctx = _describe_tri(row, calibration["tri"])
             elif kind == "discovery":
@@ -215,6 +218,10 @@ def describe(cfg: DescribeConfig, inputs: Path, out_dir: Path) -> Path:
                 raise RecordError(f"{experiments_file}: record {i}: unknown kind {kind!r}")
         except KeyError as e:
             raise RecordError(f"{experiments_file}: record {i} ({row['id']}): response lacks field {e}") from None
+        if a is None:  # strict in what we train on: an answer whose spoken steps lead elsewhere teaches a wrong rule
+            unspoken.append({"id": row["id"], "reason": f"the spoken rule reads {ctx['spoken_rule_says']}, the lab's rule "
+                             f"{ctx['phase_indicated']}: left out of training", "answer": None})
+            continue
         bad = unsupported_numbers(q + " " + a, grounding_numbers(row["request"], row["response"], ctx))
         if bad:
             rejects.append({"id": row["id"], "reason": f"numbers not in the result: {bad}", "answer": a})
@@ -245,8 +252,9 @@ def describe(cfg: DescribeConfig, inputs: Path, out_dir: Path) -> Path:
     with stage_output(STAGE, out_dir, key, cfg, inputs) as out:
         write_jsonl(out.tmp / "chat.jsonl", chats)
         write_jsonl(out.tmp / "lab_instructions.jsonl", legacy)
-        write_jsonl(out.tmp / "rejects.jsonl", rejects)
-        out.counts = {"experiments": len(rows), "records": len(chats), "rejected": len(rejects)}
+        write_jsonl(out.tmp / "rejects.jsonl", rejects + unspoken)
+        out.counts = {"experiments": len(rows), "records": len(chats), "rejected": len(rejects),
+                      "phase_left_out": len(unspoken)}
         out.counts.update({f"records_{k}": sum(c.kind == k for c in chats)
                            for k in ("phase", "tri", "discovery", "replay_drift", "concept")})
         out.metrics = {"number_check_pass_rate": round(1 - reject_rate, 4)}

@@ -89,34 +89,92 @@ MEANING = {"spt_cluster": "hidden, non-local string order without a local order 
            "trivial_product": "an unentangled product state without order"}
 
 
-def signature_cutoffs(typical: dict) -> dict[str, float]:
-    """Where this lab's measurements turn from low to high: halfway between the phase they mark and the rest."""
-    med = {p: {k: v["median"] for k, v in stats.items()} for p, stats in typical.items()}
-    others = lambda phase, stat: max(m[stat] for p, m in med.items() if p != phase)  # noqa: E731
-    return {"string_order": (med["spt_cluster"]["string_order"] + others("spt_cluster", "string_order")) / 2,
-            "correlation_length": (med["ising_symmetry_breaking"]["correlation_length"]
-                                   + others("ising_symmetry_breaking", "correlation_length")) / 2,
-            "randomness_score": (med["pseudorandom"]["randomness_score"] + med["trivial_product"]["randomness_score"]) / 2}
+# The readings a spoken rule may use, with the words for a value above and below its cutoff.
+READINGS = {"string_order": ("string order", "high", "low"),
+            "randomness_score": ("randomness", "high", "low"),
+            "correlation_length": ("correlation length", "long", "short")}
 
 
-def phase_reasoning(phase: str, s: dict, cutoffs: dict[str, float], fmt: Callable) -> str:
-    """The signature first, each number read as high or low for this lab, then the verdict's meaning.
+class SignatureStep(BaseModel):
+    """One line of a spoken rule: a reading above ``cutoff`` decides ``phase``."""
 
-    Reading the deciding numbers out before naming the phase lets a small model decide from the words it
-    has just written, instead of guessing the phase from the question's wording (it did: 25% right).
+    model_config = ConfigDict(extra="forbid")
+    reading: str = Field(description="Summary statistic read at this step (a key of READINGS)")
+    cutoff: float = Field(description="Values above this read high (long) and decide the phase")
+    phase: str = Field(description="The phase a high reading decides")
+
+
+class PhaseSignature(BaseModel):
+    """A lab's phase rule as a short decision list a small model can say aloud and follow.
+
+    The centroid rule weighs twenty standardised numbers; no 135M model reproduces that in words. A
+    decision list reads one number at a time against a cutoff, so an answer can spell out every step
+    before naming the phase, and each step is a single comparison.
     """
-    words = {"string_order": ("high", "low"), "correlation_length": ("long", "short"), "randomness_score": ("high", "low")}
-    names = {"string_order": "string order", "correlation_length": "correlation length", "randomness_score": "randomness"}
-    said, reading = [], []
-    for k in words:  # a decision list: the last reading named is the one that decides
-        high = float(s[k]) > cutoffs[k]
-        said.append(f"{names[k]} {fmt(s[k])} is {words[k][0] if high else words[k][1]}")
-        reading.append(high)
-        if high and _DECIDES[k] == phase:
-            break
-    text = said[0].capitalize() if len(said) == 1 else ", ".join(said[:-1]).capitalize() + f" and {said[-1]}"
-    return text
+
+    model_config = ConfigDict(extra="forbid")
+    steps: list[SignatureStep] = Field(description="Readings in the order they are checked")
+    otherwise: str = Field(description="The phase when every reading is low")
+    accuracy: float = Field(description="Share of the harvest's phase runs the list names as requested")
+
+    def decide(self, summary: dict) -> tuple[str, int]:
+        """(phase, number of steps read) for a run's summary statistics."""
+        for i, step in enumerate(self.steps):
+            if float(summary[step.reading]) > step.cutoff:
+                return step.phase, i + 1
+        return self.otherwise, len(self.steps)
+
+    def reasoning(self, summary: dict, fmt: Callable) -> tuple[str, str]:
+        """(the readings up to the deciding one, each called high or low, the phase they decide)."""
+        phase, read = self.decide(summary)
+        said = []
+        for step in self.steps[:read]:
+            name, high, low = READINGS[step.reading]
+            said.append(f"{name} {fmt(summary[step.reading])} is {high if float(summary[step.reading]) > step.cutoff else low}")
+        text = said[0] if len(said) == 1 else ", ".join(said[:-1]) + f" and {said[-1]}"
+        return text[0].upper() + text[1:], phase
 
 
-# The phase a high reading decides, in the order the readings are given (a low randomness last: trivial_product).
-_DECIDES = {"string_order": "spt_cluster", "correlation_length": "ising_symmetry_breaking", "randomness_score": "pseudorandom"}
+def fit_signature(summaries: list[dict], labels: list[str]) -> PhaseSignature:
+    """Greedy decision list: at each step the (reading, phase) whose cutoff best splits that phase off the rest.
+
+    Ties go to the wider gap between the two sides (in units of the reading's spread), so a clean
+    separation is preferred over a lucky one; the phase left at the end is the ``otherwise``.
+    """
+    remaining, runs, steps = sorted(set(labels)), list(range(len(labels))), []
+    while len(remaining) > 1:
+        best = None
+        for phase in remaining:
+            for reading in READINGS:
+                values = [float(summaries[i][reading]) for i in runs]
+                cutoff, right, gap = _best_cutoff(values, [labels[i] == phase for i in runs])
+                score = (right, gap, -list(READINGS).index(reading))
+                if best is None or score > best[0]:
+                    best = (score, SignatureStep(reading=reading, cutoff=round(cutoff, 6), phase=phase))
+        steps.append(best[1])
+        remaining.remove(best[1].phase)
+        runs = [i for i in runs if labels[i] != best[1].phase]
+    rule = PhaseSignature(steps=steps, otherwise=remaining[0], accuracy=0.0)
+    right = sum(rule.decide(s)[0] == lab for s, lab in zip(summaries, labels))
+    return rule.model_copy(update={"accuracy": round(right / max(1, len(labels)), 4)})
+
+
+def _best_cutoff(values: list[float], positive: list[bool]) -> tuple[float, int, float]:
+    """(cutoff, runs split right, normalised gap) of the best 'positive when above' threshold."""
+    order = sorted(zip(values, positive))
+    spread = float(np.std(values)) or 1.0
+    total_pos = sum(positive)
+    best = (order[0][0] - 1.0, total_pos, 0.0)  # everything above: all positives right, no negatives
+    neg_below = pos_below = 0
+    for j, (v, pos) in enumerate(order):
+        neg_below += not pos
+        pos_below += pos
+        nxt = order[j + 1][0] if j + 1 < len(order) else None
+        if nxt is not None and nxt == v:
+            continue
+        right = neg_below + (total_pos - pos_below)
+        gap = 0.0 if nxt is None else (nxt - v) / spread
+        cut = v + 1.0 if nxt is None else (v + nxt) / 2
+        if (right, gap) > best[1:]:
+            best = (cut, right, gap)
+    return best

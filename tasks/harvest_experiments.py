@@ -42,7 +42,7 @@ class HarvestConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     lab_url: str | None = Field(None, description="Base URL of a Jarvis-compatible lab; None starts labtune's reference lab on loopback")
-    phase_runs_per_type: int = Field(40, ge=0, description="run_phase_experiment calls per phase type")
+    phase_runs_per_type: int = Field(60, ge=0, description="run_phase_experiment calls per phase type")
     tri_runs: int = Field(60, ge=0, description="/tri calls, spread over the phase types")
     discovery_runs: int = Field(15, ge=0, description="/discovery calls")
     drift_runs: int = Field(40, ge=0, description="/replay_drift calls, spread over the phase types")

@@ -13,6 +13,7 @@ from collections import defaultdict
 from typing import Callable
 
 from tasks.calibrate_phases import has_scale
+from tasks.lab_questions import pick
 
 PHASES = ("ising_symmetry_breaking", "spt_cluster", "trivial_product", "pseudorandom")
 
@@ -84,8 +85,18 @@ DISCOVERY_QUESTIONS = ("What does the discovery clustering tell me about the pha
                        "What did clustering find in Ben Lab?", "Explain what /discovery reports.")
 
 
+# A second asking of every question, in a register a user might type: twice the exposures of each answer
+# without repeating a record (the mix drops exact copies), and a model that answers however it is asked.
+ASIDES = ("Briefly: ", "For my lab notebook: ", "A new student asks: ", "In plain words, ", "Quick question. ",
+          "Remind me: ")
+
+
 def _ask(questions: tuple[str, ...], answer: str, ctx: dict) -> list[tuple[str, str, dict]]:
-    return [(q, answer, ctx) for q in questions]
+    asked = []
+    for q in questions:
+        aside = ASIDES[pick(q, len(ASIDES))]
+        asked += [(q, answer, ctx), (aside + q[0].lower() + q[1:], answer, ctx)]
+    return asked
 
 
 def _tri_definition(scale: dict, fmt) -> tuple[str, dict]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 
 PHASE = (
-    "I ran run_phase_experiment with phase_type={phase_type}, system_size={n}, depth={depth}, seed={seed}{bias} and "
+    "I ran run_phase_experiment with system_size={n}, depth={depth}, seed={seed}{bias} and "
     "measured {measured}. What do the measurements say about the phase?",
     "A {n}-site chain measured {measured}. Which phase of matter does this indicate, and why?",
     "{n} qubits: magnetization={m}, string_order={so}, correlation_length={xi}, entropy_proxy={ent}, "

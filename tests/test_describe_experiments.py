@@ -113,14 +113,27 @@ def test_a_response_missing_a_field_is_named(tmp_path, harvested, calibrated):
     assert not (tmp_path / "describe").exists()
 
 
-def test_phase_answers_read_the_signature_before_naming_the_phase(described, calibrated):
-    """Each deciding number is copied from the question and called high/low against this lab's medians, then the phase."""
-    from tasks.describe_phases import signature_cutoffs
+def test_phase_answers_follow_the_spoken_rule_before_naming_the_phase(described, calibrated):
+    """Each reading of the lab's decision list is copied from the question and called high/low, then the phase."""
+    from tasks.describe_phases import READINGS, PhaseSignature
 
-    cutoffs = signature_cutoffs(json.loads((calibrated / "calibration.json").read_text())["typical"])
-    for rec in (r for r in read_chat_records(described / "chat.jsonl") if r.kind == "phase"):
+    signature = PhaseSignature(**json.loads((calibrated / "calibration.json").read_text())["signature"])
+    phase_records = [r for r in read_chat_records(described / "chat.jsonl") if r.kind == "phase"]
+    assert phase_records
+    for rec in phase_records:
         answer, phase = rec.messages[2].content, rec.meta["grounding"]["phase_indicated"]
-        so = float(answer.split("String order ")[1].split(" ")[0])
-        assert answer.startswith(f"String order {so:.3f} is {'high' if so > cutoffs['string_order'] else 'low'}")
-        assert f"{so:.3f}" in rec.messages[1].content, "the number is copied from the question"
+        reasoning = answer.split(", so the measurements indicate")[0]
+        spoken = [part.strip() for part in reasoning.replace(" and ", ", ").split(",")]
+        words = []
+        for step, said in zip(signature.steps, spoken):
+            name, high, low = READINGS[step.reading]
+            value = float(said.lower().removeprefix(name + " ").split(" ")[0])
+            words.append(high if value > step.cutoff else low)
+            assert said.lower() == f"{name} {value:.3f} is {words[-1]}"
+            assert f"{value:.3f}" in rec.messages[1].content, "the number is copied from the question"
+        decided = signature.steps[len(spoken) - 1].phase if words[-1] in ("high", "long") else signature.otherwise
+        assert words[:-1] == [READINGS[s.reading][2] for s in signature.steps[:len(spoken) - 1]], "read until one decides"
+        assert decided == phase
         assert answer.index(phase) > answer.index(", so the measurements indicate"), "the phase is named after its signature"
+        assert "phase_type" not in rec.messages[1].content and phase not in rec.messages[1].content, \
+            "the question never gives the phase away"
