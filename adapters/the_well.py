@@ -9,14 +9,11 @@ holds ``n_trajectories`` runs of one parameter set. Reading a local directory ne
 Generated files carry each run's known physics in the root attribute ``labtune_truth`` (a JSON list,
 one entry per trajectory); ``read_truth`` is the only reader of it, so encoders never see it.
 
-    python -m adapters.the_well generate --out data/the_well     # writes data/the_well/datasets/...
-    python -m adapters.the_well inspect data/the_well            # one line per trajectory
-    python -m adapters.the_well stats data/the_well/datasets/NAME   # stats.yaml from its train split
+    python -m adapters.well_cli inspect data/the_well            # one line per trajectory (generate, stats: see there)
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 from collections.abc import Iterator, Sequence
@@ -25,6 +22,8 @@ from pathlib import Path
 from typing import IO, Any, Self
 
 import numpy as np
+
+from adapters.user_errors import UserInputError
 
 SPLITS = ("train", "valid", "test")
 WELL_SUFFIXES = ("*.hdf5", "*.h5")  # the_well's reader globs both
@@ -37,11 +36,11 @@ FIELD_ATTRS = ("dim_varying", "sample_varying", "time_varying")
 BC_ATTRS = ("bc_type", "associated_dims", "associated_fields", "sample_varying", "time_varying")
 
 
-class WellFormatError(ValueError):
+class WellFormatError(UserInputError, ValueError):
     """A file that does not follow The Well's layout; the message names the file and what is wrong."""
 
 
-class WellSourceError(RuntimeError):
+class WellSourceError(UserInputError, RuntimeError):
     """A Well source that cannot be reached (missing directory, ``the_well`` not installed, offline)."""
 
 
@@ -341,39 +340,3 @@ def read_truth(path: Path | str) -> list[dict] | None:
     with h5py.File(path, "r") as f:
         raw = f.attrs.get(TRUTH_ATTR)
     return None if raw is None else json.loads(_plain(raw))
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m adapters.the_well", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    gen = sub.add_parser("generate", help="write the embedded datasets in The Well's format")
-    gen.add_argument("--out", type=Path, required=True, help="directory that receives datasets/NAME/data/SPLIT/*.hdf5")
-    gen.add_argument("--seed", type=int, default=0, help="seed of the random initial conditions")
-    gen.add_argument("--datasets", nargs="+", metavar="NAME", help="subset of the embedded datasets (default: all)")
-    stats = sub.add_parser("stats", help="write DATASET/stats.yaml (the_well's normalisers) from its train split")
-    stats.add_argument("dataset", type=Path, help="dataset directory (NAME, holding data/train/)")
-    show = sub.add_parser("inspect", help="list the trajectories under a Well path")
-    show.add_argument("path", help="file, dataset dir, datasets root or hf:// URL")
-    show.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS)
-    args = parser.parse_args(argv)
-    if args.command == "generate":
-        from adapters.well_solvers import generate_default
-
-        target = generate_default(args.out, args.seed, args.datasets)
-        print(json.loads((target / "generator.json").read_text()))
-        print(target)
-        return
-    if args.command == "stats":
-        from adapters.well_writer import write_stats_yaml
-
-        print(write_stats_yaml(args.dataset))
-        return
-    for t in read_trajectories(args.path, args.splits):
-        fields = ", ".join(f"{k}{list(v.shape)}" for k, v in t.fields.items())
-        print(f"{t.dataset} {Path(t.file).name}#{t.index}: t={len(t.time)} grid={t.grid_type}{list(t.shape)} "
-              f"bc={ {d: '/'.join(sorted(set(b))) for d, b in t.boundary.items()} } params={t.parameters} fields: {fields}")
-
-
-if __name__ == "__main__":
-    main()

@@ -31,6 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from adapters import the_well, well_writer
+from adapters.the_well import SPLITS
+from adapters.well_writer import write_stats_yaml, write_well_file
+
 TWO_PI = 2 * np.pi
 
 
@@ -390,8 +394,6 @@ def _split_of(run: int, n_runs: int) -> str:
 
 def generator_fingerprint(seed: int, names: Sequence[str]) -> str:
     """Identity of a generated set: seed, dataset names and the solver and writer code."""
-    from adapters import the_well, well_writer
-
     code = [inspect.getsource(m) for m in (inspect.getmodule(generator_fingerprint), the_well, well_writer)]
     blob = json.dumps([seed, list(names), *code])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -399,9 +401,6 @@ def generator_fingerprint(seed: int, names: Sequence[str]) -> str:
 
 def generate_default(out: Path, seed: int = 0, names: Sequence[str] | None = None) -> Path:
     """Write the embedded datasets under ``out/datasets`` (reused when already generated the same way)."""
-    from adapters.the_well import SPLITS
-    from adapters.well_writer import write_stats_yaml, write_well_file
-
     names = list(names or SOLVERS)
     unknown = set(names) - set(SOLVERS)
     if unknown:

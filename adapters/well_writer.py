@@ -7,7 +7,7 @@ rms_delta``, each mapping a field to a float (t0), one float per component (t1) 
 (t2). Time-invariant fields appear only in ``mean, std, rms``; deltas are between consecutive time
 steps. Statistics come from the train split only, so valid/test never leak into the normalisation.
 
-    python -m adapters.the_well stats datasets/NAME     # (re)write datasets/NAME/stats.yaml
+    python -m adapters.well_cli stats datasets/NAME     # (re)write datasets/NAME/stats.yaml
 """
 
 from __future__ import annotations

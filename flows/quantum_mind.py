@@ -13,7 +13,6 @@ from pathlib import Path
 from prefect import flow
 from pydantic import Field
 
-from adapters.the_well import WellSourceError
 from flows.config import ProjectConfig, load_config
 from flows.runner import StageTimer, project_main
 from tasks.reporting import say
@@ -127,7 +126,7 @@ def _code_only_model(cfg: QuantumMindConfig, run: StageTimer, root, instruct, dr
 
 
 def main(argv: list[str] | None = None) -> int:
-    return project_main(quantum_mind, PROJECT, QuantumMindConfig, __doc__, argv, user_errors=(WellSourceError,))
+    return project_main(quantum_mind, PROJECT, QuantumMindConfig, __doc__, argv)  # WellSourceError is a UserInputError
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from typing import Literal
 from prefect import flow
 from pydantic import Field
 
-from adapters.the_well import WellSourceError
 from flows import ben_lab, lift_sys, quantum_mind
 from flows.config import ProjectConfig, load_config
 from flows.runner import StageTimer, project_main
@@ -92,8 +91,7 @@ def tuning_agent(config: str | None = None, profile: str = "local", data_dir: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    return project_main(tuning_agent, PROJECT, TuningAgentConfig, __doc__, argv,
-                        user_errors=(WellSourceError,))  # quantum-mind's data stages read The Well
+    return project_main(tuning_agent, PROJECT, TuningAgentConfig, __doc__, argv)
 
 
 if __name__ == "__main__":

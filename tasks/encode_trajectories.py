@@ -48,7 +48,7 @@ from tasks.stage import (
     stage_key,
     stage_output,
 )
-from tasks.stage_cli import config_from_args, stage_parser
+from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 
 STAGE = "encode"
 Split = Literal["train", "valid", "test"]
@@ -338,4 +338,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage_cli(main)

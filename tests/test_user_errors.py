@@ -49,6 +49,12 @@ def test_missing_well_directory(tmp_path):
     assert stage_dirs(tmp_path, "quantum_mind") == []  # encode is the first stage: nothing was generated or trained
 
 
+def test_missing_well_directory_in_the_stage_cli(tmp_path):
+    code, out = run("tasks.encode_trajectories", "--out", str(tmp_path / "encode"), "--source", "/nonexistent/well")
+    assert_one_line_error(code, out, "/nonexistent/well")
+    assert not (tmp_path / "encode").exists()
+
+
 @pytest.mark.parametrize("key, named", [("generate_ir.teacher", "'generate_ir'"),  # with secret_block: a model check
                                         ("prompts.teacher", "'prompts.teacher'")])
 def test_anthropic_teacher_without_its_key_in_the_flow(tmp_path, key, named):

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from adapters import the_well as tw
+from adapters import well_cli
 from adapters import well_solvers as ws
 from adapters import well_writer as ww
 
@@ -258,9 +259,9 @@ def test_generation_is_seeded_and_reused(tmp_path):
 
 
 def test_cli_generates_into_a_datasets_directory(tmp_path, capsys):
-    tw.main(["generate", "--out", str(tmp_path / "the_well"), "--datasets", "steady_plate_2d"])
+    well_cli.main(["generate", "--out", str(tmp_path / "the_well"), "--datasets", "steady_plate_2d"])
     assert json.loads((tmp_path / "the_well/datasets/generator.json").read_text())["trajectories"] == {"steady_plate_2d": 4}
-    tw.main(["inspect", str(tmp_path / "the_well")])
+    well_cli.main(["inspect", str(tmp_path / "the_well")])
     assert capsys.readouterr().out.count("steady_plate_2d_conductivity") == 4
 
 

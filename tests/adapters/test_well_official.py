@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from adapters import the_well as tw
+from adapters import well_cli
 from adapters import well_solvers as ws
 from adapters import well_writer as ww
 
@@ -85,7 +86,7 @@ def sphere_dataset(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def official(tmp_path_factory) -> tuple[Path, list[Path], dict]:
     root = tmp_path_factory.mktemp("well")
-    tw.main(["generate", "--out", str(root)])
+    well_cli.main(["generate", "--out", str(root)])
     datasets = [root / "datasets" / name for name in ws.SOLVERS] + [sphere_dataset(root / "extra")]
     env = {**os.environ, "PYTHONPATH": str(OFFICIAL)}
     done = subprocess.run([sys.executable, "-c", PROBE, *map(str, datasets)], capture_output=True, text=True, env=env, timeout=300)
