@@ -92,13 +92,9 @@ def _describe_phase(row: dict, rule: PhaseCalibration, signature: PhaseSignature
     values = {k: fmt(s[v]) for k, v in (("m", "magnetization"), ("so", "string_order"), ("xi", "correlation_length"),
                                          ("ent", "entropy_proxy"), ("r", "randomness_score"), ("b", "branch_count"),
                                          ("n", "system_size"))}
-    measured = (f"magnetization {values['m']}, string order {values['so']}, correlation length {values['xi']}, "
-                f"entanglement entropy proxy {values['ent']}, randomness score {values['r']} and {values['b']} distinct "
-                "measured bitstrings")
     bias = "" if req.get("bias") is None else f", bias={fmt(req['bias'])}"
     # The question never names the requested phase: a model that can copy it learns nothing about the numbers.
-    q = questions.phrase(questions.PHASE, row["id"], depth=fmt(req["depth"]), seed=fmt(req["seed"]), bias=bias,
-                         measured=measured, **values)
+    q = questions.phase_question(row["id"], values, depth=fmt(req["depth"]), seed=fmt(req["seed"]), bias=bias)
     ctx = {"phase_indicated": phase, "ambiguous_with": verdict.runner_up if verdict.ambiguous else None}
     # The readings first, one comparison each in the spoken rule's order, then the verdict: a short, regular
     # answer that a small model can follow step by step (naming the phase first, it guessed from the wording).

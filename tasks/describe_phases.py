@@ -131,7 +131,9 @@ class PhaseSignature(BaseModel):
         for step in self.steps[:read]:
             name, high, low = READINGS[step.reading]
             said.append(f"{name} {fmt(summary[step.reading])} is {high if float(summary[step.reading]) > step.cutoff else low}")
-        text = said[0] if len(said) == 1 else ", ".join(said[:-1]) + f" and {said[-1]}"
+        # One separator whatever follows: with "a, b and c" the model had to choose "," or "and" before reading
+        # the next number, and a wrong guess at that comma carried it past the reading that decides.
+        text = "; ".join(said)
         return text[0].upper() + text[1:], phase
 
 

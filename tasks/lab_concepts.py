@@ -85,7 +85,7 @@ DISCOVERY_QUESTIONS = ("What does the discovery clustering tell me about the pha
                        "What did clustering find in Ben Lab?", "Explain what /discovery reports.")
 
 
-# A second asking of every question, in a register a user might type: twice the exposures of each answer
+# Every question is also asked twice more, in registers a user might type: three exposures of each answer
 # without repeating a record (the mix drops exact copies), and a model that answers however it is asked.
 ASIDES = ("Briefly: ", "For my lab notebook: ", "A new student asks: ", "In plain words, ", "Quick question. ",
           "Remind me: ")
@@ -94,8 +94,9 @@ ASIDES = ("Briefly: ", "For my lab notebook: ", "A new student asks: ", "In plai
 def _ask(questions: tuple[str, ...], answer: str, ctx: dict) -> list[tuple[str, str, dict]]:
     asked = []
     for q in questions:
-        aside = ASIDES[pick(q, len(ASIDES))]
-        asked += [(q, answer, ctx), (aside + q[0].lower() + q[1:], answer, ctx)]
+        first = pick(q, len(ASIDES))
+        second = (first + 1 + pick(q[::-1], len(ASIDES) - 1)) % len(ASIDES)
+        asked += [(q, answer, ctx)] + [(ASIDES[i] + q[0].lower() + q[1:], answer, ctx) for i in (first, second)]
     return asked
 
 

@@ -123,7 +123,7 @@ def test_phase_answers_follow_the_spoken_rule_before_naming_the_phase(described,
     for rec in phase_records:
         answer, phase = rec.messages[2].content, rec.meta["grounding"]["phase_indicated"]
         reasoning = answer.split(", so the measurements indicate")[0]
-        spoken = [part.strip() for part in reasoning.replace(" and ", ", ").split(",")]
+        spoken = reasoning.split("; ")
         words = []
         for step, said in zip(signature.steps, spoken):
             name, high, low = READINGS[step.reading]
