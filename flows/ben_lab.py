@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from prefect import flow
 from pydantic import Field, model_validator
@@ -58,8 +59,8 @@ def ben_lab(config: str | None = None, profile: str = "local", data_dir: str | N
     cfg = load_config(BenLabConfig, PROJECT, config=config, profile=profile, overrides=overrides, extra=extra)
     root = cfg.project_root(PROJECT)
     run = StageTimer(cfg.runner)
-    mixed = data_stages(cfg, root, run)
-    described, calibrated = run.stages["describe"]["output"], run.stages["calibrate"]["output"]
+    data = data_stages(cfg, root, run)
+    mixed, calibrated = data.mix, data.calibrate
     tuned = run("sft", train_sft, cfg.sft, mixed, root / "sft")
     exported = run("export", export_gguf, cfg.export, [tuned, mixed / "val.jsonl"], root / "export")
     sft, export = run.manifests["sft"], run.manifests["export"]
@@ -70,7 +71,7 @@ def ben_lab(config: str | None = None, profile: str = "local", data_dir: str | N
         eval_loss_before=sft["metrics"].get("eval_loss_before"), eval_loss_after=sft["metrics"].get("eval_loss_after"),
         parity_rate=export["metrics"].get("parity_rate"),
         gguf={k: str(exported / v) for k, v in export.get("gguf", {}).items()},
-        ollama_model=cfg.install.model_name, lab_instructions=str(Path(described) / "lab_instructions.jsonl"),
+        ollama_model=cfg.install.model_name, lab_instructions=str(data.describe / "lab_instructions.jsonl"),
         evaluation=None,
     )
     if cfg.evaluate.enabled:
@@ -94,12 +95,21 @@ def ben_lab(config: str | None = None, profile: str = "local", data_dir: str | N
                              install_dir=str(installed))
 
 
-def data_stages(cfg: BenLabConfig, root: Path, run: StageTimer) -> Path:
-    """harvest → calibrate → describe → mix: the training data (also what the tuning agent trains its trials on)."""
+class LabData(NamedTuple):
+    """The data stages' outputs the rest of the flow reads."""
+
+    harvest: Path
+    calibrate: Path
+    describe: Path
+    mix: Path
+
+
+def data_stages(cfg: BenLabConfig, root: Path, run: StageTimer) -> LabData:
+    """harvest → calibrate → describe → mix: the training data (``.mix``: what the tuning agent trains its trials on)."""
     harvested = run("harvest", harvest_experiments, cfg.harvest, None, root / "harvest")
     calibrated = run("calibrate", calibrate_phases, cfg.calibrate, harvested, root / "calibrate")
     described = run("describe", describe_experiments, cfg.describe, [harvested, calibrated], root / "describe")
-    return run("mix", mix_datasets, cfg.mix, [described / "chat.jsonl"], root / "mix")
+    return LabData(harvested, calibrated, described, run("mix", mix_datasets, cfg.mix, [described / "chat.jsonl"], root / "mix"))
 
 
 def main(argv: list[str] | None = None) -> int:

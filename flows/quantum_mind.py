@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from prefect import flow
 from pydantic import Field
@@ -54,9 +55,9 @@ def quantum_mind(config: str | None = None, profile: str = "local", data_dir: st
                       extra={"data_dir": data_dir} if data_dir else None)
     root = cfg.project_root(PROJECT)
     run = StageTimer(cfg.runner)
-    mixed = data_stages(cfg, root, run)
-    encoded, selected, instruct = (Path(run.stages[k]["output"]) for k in ("encode", "select", "instruct"))
-    dropped = _mix_sources(cfg, instruct, selected)[2]
+    data = data_stages(cfg, root, run)
+    mixed, encoded, instruct = data.mix, data.encode, data.instruct
+    dropped = _mix_sources(cfg, instruct, data.select)[2]
     tuned = run("sft", train_sft, cfg.sft, mixed, root / "models" / "checkpoints" / cfg.run_name)
     exported = run("export", export_gguf, cfg.export, [tuned, mixed / "val.jsonl"], root / "export")
     installed = run("install", install_ollama, cfg.install, exported, root / "install")
@@ -92,8 +93,17 @@ def quantum_mind(config: str | None = None, profile: str = "local", data_dir: st
     )
 
 
-def data_stages(cfg: QuantumMindConfig, root: Path, run: StageTimer) -> Path:
-    """encode → generate → verify → select, + QuantumLLMInstruct → mix: the training data."""
+class PhysicsData(NamedTuple):
+    """The data stages' outputs the rest of the flow reads."""
+
+    encode: Path
+    select: Path
+    instruct: Path
+    mix: Path
+
+
+def data_stages(cfg: QuantumMindConfig, root: Path, run: StageTimer) -> PhysicsData:
+    """encode → generate → verify → select, + QuantumLLMInstruct → mix: the training data (``.mix``)."""
     encoded = run("encode", encode_trajectories, cfg.encode, None, root / "encode")
     generated = run("generate", generate_physics_examples, cfg.generate, encoded, root / "generate")
     verified = run("verify", verify_circuits, cfg.verify, generated / "code.jsonl", root / "verify")
@@ -102,7 +112,7 @@ def data_stages(cfg: QuantumMindConfig, root: Path, run: StageTimer) -> Path:
     mix_cfg, mix_files, dropped = _mix_sources(cfg, instruct, selected)
     if dropped:
         say(f"[quantum-mind] no records for {dropped}: mixing the remaining sources with renormalised weights")
-    return run("mix", mix_datasets, mix_cfg, mix_files, root / "mix")
+    return PhysicsData(encoded, selected, instruct, run("mix", mix_datasets, mix_cfg, mix_files, root / "mix"))
 
 
 def _mix_sources(cfg: QuantumMindConfig, instruct: Path, selected: Path):

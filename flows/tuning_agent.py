@@ -27,11 +27,11 @@ from tasks.sft_trial import TrialSpec, read_trial, sft_trial
 from tasks.tune_hyperparameters import TuneConfig, tune
 
 PROJECT = "tuning-agent"
-# project → (its config model, the function running its data stages up to the training mix)
+# project → (its config model, a function running its data stages and returning the training mix)
 PROJECTS = {
-    "ben-lab": (ben_lab.BenLabConfig, ben_lab.data_stages),
+    "ben-lab": (ben_lab.BenLabConfig, lambda cfg, root, run: ben_lab.data_stages(cfg, root, run).mix),
     "lift-sys": (lift_sys.LiftSysConfig, lift_sys.data_stages),
-    "quantum-mind": (quantum_mind.QuantumMindConfig, quantum_mind.data_stages),
+    "quantum-mind": (quantum_mind.QuantumMindConfig, lambda cfg, root, run: quantum_mind.data_stages(cfg, root, run).mix),
 }
 
 
