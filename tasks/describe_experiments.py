@@ -121,15 +121,16 @@ def _describe_tri(row: dict, scale: dict) -> tuple[str, str, dict]:
     q = questions.phrase(questions.TRI, row["id"], phase_type=req["phase_type"], n=fmt(req["system_size"]),
                          depth=fmt(req["depth"]), bias=fmt(req["bias"]), lab_tri=fmt(res["TRI"]), tri=fmt(tri),
                          reverse=fmt(res["params"].get("reverse_bias", 1 - req["bias"])))
-    size = {"large": "Large for this lab: a TRI of {} on the physics features means the forward and reverse preparations "
-                     "end in clearly different states.",
-            "small": "Small for this lab: a TRI of {} on the physics features means the forward and reverse preparations "
-                     "nearly agree.",
-            "typical": "Typical for this lab: a TRI of {} on the physics features is a moderate asymmetry between the "
-                       "forward and reverse preparations."}
-    a = size[size_word(tri, scale)].format(fmt(tri))
+    # The number and this lab's quartiles first, the verdict after them: answering "Large/Small" first, the
+    # model had to decide before it had written the number, and called nearly every TRI small.
+    verdict = {"large": "large for this lab: the forward and reverse preparations end in clearly different states",
+               "small": "small for this lab: the forward and reverse preparations nearly agree",
+               "typical": "typical for this lab: a moderate asymmetry between the forward and reverse preparations"}
     if has_scale(scale):
-        a += f" Half of this lab's TRI runs lie between {fmt(scale['q25'])} and {fmt(scale['q75'])} (median {fmt(scale['q50'])})."
+        a = (f"A TRI of {fmt(tri)} on the physics features, against this lab's quartiles {fmt(scale['q25'])} and "
+             f"{fmt(scale['q75'])} (median {fmt(scale['q50'])}): {verdict[size_word(tri, scale)]}.")
+    else:
+        a = f"A TRI of {fmt(tri)} on the physics features: too few TRI runs in this harvest to compare it with."
     return q, a, ctx
 
 
@@ -167,9 +168,12 @@ def _describe_drift(row: dict, peers: dict[str, float], scale: dict) -> tuple[st
     jump = size_word(first, scale) != "small"
     trend = ("keeps growing with depth" if final > 1.1 * first + 1e-9
              else "jumps at the first deeper replay and then levels off" if jump else "stays small at every depth")
-    verdict = {"small": "Stable", "typical": "Moderately sensitive", "large": "Strongly sensitive"}[size_word(final, scale)]
-    a = (f"{verdict} to replay depth for this lab: the drift of {res['phase_type']} {trend}, reaching {fmt(final)} at depth "
-         f"{fmt(runs[-1]['depth'])}. The mean final drift of {res['phase_type']} in this harvest is {fmt(peers[res['phase_type']])}.")
+    verdict = {"small": "stable under deeper replays", "typical": "moderately sensitive to replay depth",
+               "large": "strongly sensitive to replay depth"}[size_word(final, scale)]
+    quartiles = (f", against this lab's quartiles {fmt(scale['q25'])} and {fmt(scale['q75'])}" if has_scale(scale) else "")
+    # The final drift and the lab's scale first, then the verdict (as for TRI: no verdict before its number).
+    a = (f"A final drift of {fmt(final)} at depth {fmt(runs[-1]['depth'])}{quartiles}: {verdict} for this lab. The drift "
+         f"of {res['phase_type']} {trend}; its mean final drift in this harvest is {fmt(peers[res['phase_type']])}.")
     return q, a, ctx
 
 
@@ -178,7 +182,7 @@ def describe(cfg: DescribeConfig, inputs: Path, out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     src, calibration_dir = _split_inputs(inputs)
     experiments_file = src / "experiments.jsonl" if src.is_dir() else src
-    key = stage_key(STAGE, cfg, inputs, module_source(describe))
+    key = stage_key(describe, cfg, inputs, out_dir)
     if cached(out_dir, key):
         return out_dir
     rows = read_jsonl(experiments_file)

@@ -79,8 +79,22 @@ def test_tri_answers_judge_size_against_this_labs_quartiles(described, calibrate
     for r in (r for r in read_chat_records(described / "chat.jsonl") if r.kind == "tri"):
         tri, answer = r.meta["grounding"]["tri_physics"], r.messages[2].content
         word = "large" if tri > scale["q75"] else "small" if tri < scale["q25"] else "typical"
-        assert answer.startswith(f"{word.capitalize()} for this lab: a TRI of {tri:.3f}"), "the verdict comes first"
-        assert f"between {scale['q25']:.3f} and {scale['q75']:.3f}" in answer
+        assert answer.startswith(f"A TRI of {tri:.3f} on the physics features, against this lab's quartiles "
+                                 f"{scale['q25']:.3f} and {scale['q75']:.3f}"), "the number and the scale come first"
+        assert f": {word} for this lab" in answer, "then the verdict"
+
+
+def test_drift_answers_give_the_number_and_scale_before_the_verdict(described, calibrated):
+    scale = json.loads((calibrated / "calibration.json").read_text())["final_drift"]
+    verdicts = {"large": "strongly sensitive to replay depth", "typical": "moderately sensitive to replay depth",
+                "small": "stable under deeper replays"}
+    drift_records = [r for r in read_chat_records(described / "chat.jsonl") if r.kind == "replay_drift"]
+    assert drift_records
+    for r in drift_records:
+        final, answer = r.meta["grounding"]["drift_physics"][-1], r.messages[2].content
+        word = "large" if final > scale["q75"] else "small" if final < scale["q25"] else "typical"
+        assert answer.startswith(f"A final drift of {final:.3f} at depth ")
+        assert answer.index(f"quartiles {scale['q25']:.3f} and {scale['q75']:.3f}") < answer.index(verdicts[word])
 
 
 def test_users_lab_answers_judge_physics_not_timing(tmp_path):
@@ -94,7 +108,7 @@ def test_users_lab_answers_judge_physics_not_timing(tmp_path):
     for rec in read_chat_records(out / "chat.jsonl"):
         if rec.kind == "tri":
             exp = experiments[rec.meta["experiment_id"]]
-            assert f"a TRI of {exp['physics']['tri']:.3f} on the physics features" in rec.messages[2].content
+            assert f"A TRI of {exp['physics']['tri']:.3f} on the physics features" in rec.messages[2].content
 
 
 def test_checker_catches_an_invented_number():
