@@ -3,7 +3,8 @@
 Examples without a code block (pure reasoning) are kept as they are; every example whose code
 block failed is dropped and counted by the verifier's outcome. Also writes the users' record
 shape as ``physics_augmented/{train,val}.jsonl``, split with the mix stage's per-record rule so
-the two splits agree.
+the two splits agree, and ``code_only.jsonl``: each kept circuit requested plainly and answered by its
+code alone (tasks/code_only_records.py), what the code-only model trains on without QuantumLLMInstruct.
 
     python -m tasks.select_verified --generated data/quantum_mind/generate --verified data/quantum_mind/verify --out DIR
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.code_only_records import code_only_record
 from tasks.mix_datasets import is_validation, record_digest
 from tasks.records import read_chat_records, read_jsonl, write_jsonl
 from tasks.reporting import counts_table, publish_table
@@ -47,6 +49,7 @@ def select(cfg: SelectConfig, inputs: list[Path], out_dir: Path) -> Path:
     dropped: Counter = Counter()
     with stage_output(STAGE, out_dir, key, cfg, files) as out:
         users_shape: dict[str, list[dict]] = {"train": [], "val": []}
+        code_only = []
         for src, dest in SOURCES.items():
             kept = []
             for rec in read_chat_records(generated / src):
@@ -62,11 +65,16 @@ def select(cfg: SelectConfig, inputs: list[Path], out_dir: Path) -> Path:
                     dropped["plateau"] += 1
                     continue
                 kept.append(rec)
+                twin = code_only_record(rec)
+                if twin is not None:
+                    code_only.append(twin)
                 split = "val" if is_validation(record_digest(rec), cfg.val_fraction) else "train"
                 users_shape[split].append({"type": rec.kind, "instruction": rec.messages[-2].content, "input": "",
                                            "output": rec.messages[-1].content, "metadata": rec.meta})
             write_jsonl(out.tmp / dest, kept)
             out.counts[dest.removesuffix(".jsonl")] = len(kept)
+        write_jsonl(out.tmp / "code_only.jsonl", code_only)
+        out.counts["code_only"] = len(code_only)
         for split, rows in users_shape.items():
             write_jsonl(out.tmp / "physics_augmented" / f"{split}.jsonl", rows)
         out.counts.update({f"dropped_{k}": v for k, v in sorted(dropped.items())})
