@@ -12,8 +12,10 @@ the same checker as the verify stage, with the claims the prompt asked for. Per 
     bp_free             share verified and off a barren plateau (gradient variance above bp_medium)
     humaneval_pass@1    Qiskit HumanEval from a local JSON/JSONL file (``humaneval_path``): the model's function
                         plus the task's ``check()`` run in the same sandbox
+    novel_*             the same metrics on the prompts about ``holdout_datasets`` alone (PDE families never trained on)
 
-Writes prompts.jsonl, answers.jsonl, humaneval.jsonl, validation_log.yaml and comparison.png.
+Writes prompts.jsonl, answers.jsonl, humaneval.jsonl, validation_log.yaml and comparison.png;
+``validation_markdown`` turns the results into the table the flow prints.
 
     python -m tasks.evaluate_quantum --features data/quantum_mind/encode --model base=base-f16.gguf \\
         --model physics=model-f16.gguf --out data/quantum_mind/evaluate [--set prompts=20]
@@ -66,6 +68,10 @@ class EvaluateConfig(BaseModel):
     humaneval_system_prompt: str = Field("You write correct Python with Qiskit. Answer with the complete function in one "
                                          "```python block.", description="System message of the HumanEval prompts")
     verify: VerifyConfig = Field(default_factory=VerifyConfig, description="Sandbox limits and physics-check thresholds")
+    holdout_datasets: list[str] = Field([], description="Well datasets kept out of training in every split (in the flow: "
+                                                        "generate.holdout_datasets); `novel_share` of the prompts ask about them")
+    novel_share: float = Field(0.3, ge=0, le=1, description="Share of the prompts about `holdout_datasets` (novel physics), "
+                                                            "scored again on their own as novel_*")
     seed: int = Field(0, description="Seed of the prompt draw")
 
 
@@ -125,6 +131,32 @@ def score(prompts: list[EvalPrompt], rows: list[dict]) -> dict:
     for r in rows:
         outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()} | {"outcomes": dict(sorted(outcomes.items()))}
+
+
+def novel_score(prompts: list[EvalPrompt], rows: list[dict]) -> dict:
+    """The metrics on the novel-physics prompts alone, as ``novel_<metric>``; empty when there are none."""
+    pairs = [(p, r) for p, r in zip(prompts, rows) if p.novel]
+    if not pairs:
+        return {}
+    s = score([p for p, _ in pairs], [r for _, r in pairs])
+    return {f"novel_{k}": v for k, v in s.items() if k != "outcomes"}
+
+
+def validation_markdown(results: dict[str, dict]) -> str:
+    """The results as a markdown table, one column per model (what the flow prints and publishes)."""
+    names = list(results)
+    lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for m in dict.fromkeys(k for r in results.values() for k in r):
+        lines.append(f"| {m} | " + " | ".join(_cell(results[n].get(m)) for n in names) + " |")
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, dict):  # outcomes: "passed 3, no_code 1"
+        return ", ".join(f"{k} {n}" for k, n in value.items()) or "–"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _no_code_row(item_id: str) -> dict:
@@ -217,12 +249,14 @@ def evaluate(cfg: EvaluateConfig, inputs: dict[str, Path], out_dir: Path) -> Pat
     key = stage_key(STAGE, cfg, {"features": features, **models, **extra}, module_source(evaluate))
     if cached(out_dir, key):
         return out_dir
-    prompts, held_out = build_prompts(read_features(features), cfg.prompts, cfg.min_qubits, cfg.max_qubits, cfg.seed)
+    prompts, held_out = build_prompts(read_features(features), cfg.prompts, cfg.min_qubits, cfg.max_qubits, cfg.seed,
+                                      cfg.holdout_datasets, cfg.novel_share)
     tasks = read_humaneval(cfg.humaneval_path, cfg.humaneval_limit) if cfg.humaneval_path else []
     answers, completions, speed = answer_models(cfg, models, prompts, tasks)
     verdicts, he_rows = check_answers(cfg, prompts, answers, tasks, completions)
-    results = {name: {**score(prompts, verdicts[name]), **speed[name],
-                      **({"humaneval_pass@1": round(sum(r["passed"] for r in he_rows[name]) / len(tasks), 4)} if tasks else {})}
+    results = {name: {**score(prompts, verdicts[name]),
+                      **({"humaneval_pass@1": round(sum(r["passed"] for r in he_rows[name]) / len(tasks), 4)} if tasks else {}),
+                      **novel_score(prompts, verdicts[name]), **speed[name]}
                for name in models}
     with stage_output(STAGE, out_dir, key, cfg, {"features": features, **models, **extra}) as out:
         write_jsonl(out.tmp / "prompts.jsonl", (p.model_dump() for p in prompts))
@@ -231,6 +265,8 @@ def evaluate(cfg: EvaluateConfig, inputs: dict[str, Path], out_dir: Path) -> Pat
                                                 for p, a, v in zip(prompts, answers[name], verdicts[name])))
         write_jsonl(out.tmp / "humaneval.jsonl", (r for rows in he_rows.values() for r in rows))
         log = {"suite": {"prompts": len(prompts), "held_out_trajectories": held_out,
+                         "novel_prompts": sum(p.novel for p in prompts),
+                         "novel_datasets": sorted({p.dataset for p in prompts if p.novel}),
                          "requested": {s: sum(p.symmetry == s for p in prompts) for s in ("u1", "z2", "none")},
                          "humaneval_tasks": len(tasks), "humaneval_path": str(cfg.humaneval_path) if tasks else None,
                          "max_tokens": cfg.max_tokens, "decoding": "greedy (llama.cpp)"},

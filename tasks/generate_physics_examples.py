@@ -15,7 +15,9 @@ verifier's code contract (tasks/verify_circuits.py), with claims that are true b
 The design rules live in tasks/circuit_design.py, the explanations in tasks/physics_reasoning.py.
 
 ``examples`` counts the records of both files; ``reasoning_share`` of them are physics_reasoning,
-the rest are split evenly over the three seed types. Trajectories are used round-robin.
+the rest are split evenly over the three seed types. Trajectories are used round-robin. Trajectories of
+``holdout_splits`` and every trajectory of ``holdout_datasets`` (whole PDE families) never become
+examples: the validation suite asks about them.
 
 Outputs: ``physics_augmented.jsonl`` and ``physics_reasoning.jsonl`` (the users' record shape),
 ``chat_physics.jsonl`` and ``chat_reasoning.jsonl`` (ChatRecords), ``code.jsonl`` ({id, code, claims}
@@ -41,7 +43,7 @@ from tasks.circuit_design import design, eligible_families
 from tasks.encode_trajectories import PhysicsFeatures
 from tasks.physics_reasoning import REASONING, SEED_TYPES, example_text
 from tasks.records import ChatRecord, read_models, write_jsonl
-from tasks.reporting import StageProgress, counts_table, publish_table
+from tasks.reporting import StageProgress, counts_table, publish_table, say
 from tasks.stage import (
     cached,
     module_source,
@@ -71,6 +73,8 @@ class GenerateConfig(BaseModel):
     symmetry_confidence: float = Field(0.5, gt=0, lt=1, description="Confidence from which a measured symmetry shapes the circuit")
     holdout_splits: list[str] = Field(["test"], description="Well splits whose trajectories are kept out of training "
                                                             "(the validation suite builds its prompts from them)")
+    holdout_datasets: list[str] = Field([], description="Well datasets (whole PDE families) kept out of training in every "
+                                                        "split: the validation suite's novel-physics prompts ask about them")
     min_distinct_share: float = Field(0.9, ge=0, le=1, description="Fail when fewer code blocks than this share are distinct")
     max_reject_rate: float = Field(0.5, ge=0, le=1, description="Fail when more trajectories than this share fit no enabled family")
     system_prompt: str = Field("You are a physicist who designs quantum circuits from measured simulation data. Cite the "
@@ -103,8 +107,12 @@ def generate(cfg: GenerateConfig, inputs: Path, out_dir: Path) -> Path:
     started = time.time()
     trajectories, rejects = [], []
     features = read_features(features_file)
-    kept = [f for f in features if Path(f.file).parent.name not in cfg.holdout_splits]
+    kept = [f for f in features if Path(f.file).parent.name not in cfg.holdout_splits and f.dataset not in cfg.holdout_datasets]
     held_out = len(features) - len(kept)
+    absent = sorted(set(cfg.holdout_datasets) - {f.dataset for f in features})
+    if absent:
+        say(f"[generate] holdout_datasets {absent} are not among the encoded datasets "
+            f"{sorted({f.dataset for f in features})}: nothing of theirs to hold out")
     for f in kept:
         fams = eligible_families(f, cfg.families)
         if fams:
@@ -116,7 +124,8 @@ def generate(cfg: GenerateConfig, inputs: Path, out_dir: Path) -> Path:
     n_in = len(trajectories) + len(rejects)
     if not n_in:
         raise ValueError(f"generate: no trajectories in {features_file}"
-                         + (f" outside the held-out splits {cfg.holdout_splits}" if held_out else ""))
+                         + (f" outside the held-out splits {cfg.holdout_splits} and datasets {cfg.holdout_datasets} "
+                            "(hold out fewer: generate.holdout_splits, generate.holdout_datasets)" if held_out else ""))
     if not trajectories or len(rejects) / n_in > cfg.max_reject_rate:
         raise ValueError(f"generate: {len(rejects)} of {n_in} trajectories fit none of the enabled families {cfg.families} "
                          f"(first: {rejects[0]['reason']}); enable hardware_efficient or qaoa, or raise max_reject_rate")
@@ -162,6 +171,7 @@ def generate(cfg: GenerateConfig, inputs: Path, out_dir: Path) -> Path:
         out.counts = {"records": len(rows), "physics_augmented": len(augmented), "physics_reasoning": len(reasoning),
                       "code_blocks": len(code_rows), "trajectories": len(trajectories), "rejected_trajectories": len(rejects),
                       "held_out_trajectories": held_out,
+                      "held_out_dataset_trajectories": sum(f.dataset in cfg.holdout_datasets for f in features),
                       **_tally(rows, "type", "type"), **_tally(rows, "family"), **_tally(rows, "symmetry"),
                       **_tally(rows, "n_qubits", "qubits"), **_tally(rows, "layers"), **_tally(rows, "connectivity"),
                       **_tally(rows, "parameter_sharing", "sharing")}

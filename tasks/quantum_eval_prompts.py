@@ -4,7 +4,9 @@ The wording shares nothing with the training templates (tasks/physics_reasoning.
 physics is told as prose, not as the measurement listings the model was trained on, and each prompt
 asks for something checkable — a qubit count, a symmetry (U(1) particle number, Z2 parity, or none)
 and, for U(1), the number of particles in the reference state. Trajectories come from the held-out
-split (``test``, which the generate stage skips) when the features have any.
+split (``test``, which the generate stage skips) when the features have any; a ``novel_share`` of the
+prompts asks instead about datasets held out of training in every split (``generate.holdout_datasets``:
+PDE families the model never saw).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class EvalPrompt(BaseModel):
     dataset: str
     file: str
     trajectory: int
+    novel: bool = Field(False, description="About a dataset kept out of training in every split (novel physics)")
 
     @property
     def claims(self) -> dict:
@@ -94,17 +97,24 @@ def requestable(f: PhysicsFeatures) -> list[str]:
     return [s for s in ("u1", "z2", "none") if s in syms | {"none"}]
 
 
-def build_prompts(features: list[PhysicsFeatures], n: int, min_qubits: int, max_qubits: int,
-                  seed: int = 0) -> tuple[list[EvalPrompt], bool]:
-    """``n`` prompts (a symmetric request 80% of the time when the physics allows one) and whether they are held out."""
-    held = [f for f in features if split_of(f) == HOLDOUT_SPLIT]
-    pool = held or features
-    if not pool:
+def build_prompts(features: list[PhysicsFeatures], n: int, min_qubits: int, max_qubits: int, seed: int = 0,
+                  novel_datasets: list[str] = (), novel_share: float = 0.0) -> tuple[list[EvalPrompt], bool]:
+    """``n`` prompts (a symmetric request 80% of the time when the physics allows one) and whether they are held out.
+
+    The last ``round(n * novel_share)`` ask about trajectories of ``novel_datasets`` (any split), when there are any.
+    """
+    novel = [f for f in features if f.dataset in novel_datasets]
+    others = [f for f in features if f.dataset not in novel_datasets]
+    held = [f for f in others if split_of(f) == HOLDOUT_SPLIT]
+    seen = held or others
+    if not seen and not novel:
         raise ValueError("evaluate: no trajectories to build validation prompts from")
+    n_novel = n if not seen else round(n * novel_share) if novel else 0
+    draws = [(seen, i) for i in range(n - n_novel)] + [(novel, i) for i in range(n_novel)]
     rng = random.Random(seed)
     prompts = []
-    for i in range(n):
-        f = pool[i % len(pool)] if i < len(pool) else rng.choice(pool)
+    for i, (pool, j) in enumerate(draws):
+        f = pool[j % len(pool)] if j < len(pool) else rng.choice(pool)
         options = requestable(f)
         symmetric = [s for s in options if s != "none"]
         sym = rng.choice(symmetric) if symmetric and rng.random() < 0.8 else "none"
@@ -113,5 +123,6 @@ def build_prompts(features: list[PhysicsFeatures], n: int, min_qubits: int, max_
         t = rng.randrange(len(TEMPLATES[sym]))
         text = TEMPLATES[sym][t].format(system=system_text(f), law=law_text(f, sym), n=n_q, k=k)
         prompts.append(EvalPrompt(id=f"qm-eval-{i:03d}", prompt=f"{text}\n\n{CONTRACT}", symmetry=sym, n_qubits=n_q,
-                                  particles=k, template=t, dataset=f.dataset, file=f.file, trajectory=f.trajectory))
-    return prompts, bool(held)
+                                  particles=k, template=t, dataset=f.dataset, file=f.file, trajectory=f.trajectory,
+                                  novel=pool is novel))
+    return prompts, bool(held) or n_novel == n

@@ -10,7 +10,8 @@ import yaml
 
 from tasks.encode_trajectories import EncodeConfig, encode
 from tasks.code_blocks import code_closed, extract_code
-from tasks.evaluate_quantum import EvaluateConfig, check_answers, evaluate, humaneval_program, read_humaneval, score
+from tasks.evaluate_quantum import (EvaluateConfig, check_answers, evaluate, humaneval_program, novel_score, read_humaneval,
+                                    score, validation_markdown)
 from tasks.generate_physics_examples import GenerateConfig, generate, read_features
 from tasks.physics_reasoning import INSTRUCTIONS
 from tasks.quantum_eval_prompts import CONTRACT, build_prompts, requestable, split_of
@@ -76,6 +77,34 @@ def test_prompts_are_held_out_by_trajectory_and_wording(features, tmp_path):
     assert manifest["counts"]["held_out_trajectories"] == len([r for r in rows if split_of(r) == "test"])
     trained = {json.loads(line)["metadata"]["file"] for line in (gen / "physics_augmented.jsonl").read_text().splitlines()}
     assert not trained & test_files
+
+
+def test_a_share_of_prompts_asks_about_a_pde_family_never_trained_on(features):
+    rows = read_features(features)
+    prompts, held_out = build_prompts(rows, 10, 4, 8, seed=1, novel_datasets=["diffusion_2d"], novel_share=0.4)
+    novel = [p for p in prompts if p.novel]
+    assert held_out and len(novel) == 4 and {p.dataset for p in novel} == {"diffusion_2d"}
+    assert {split_of(r) for r in rows if r.file in {p.file for p in novel}} > {"test"}  # any split: none was trained on
+    assert all(split_of(r) == "test" and r.dataset != "diffusion_2d"
+               for p in prompts if not p.novel for r in rows if r.file == p.file)
+    assert all("diffusion" in p.prompt for p in novel)
+    assert not any(p.novel for p in build_prompts(rows, 10, 4, 8, seed=1, novel_datasets=["no_such_pde"], novel_share=0.4)[0])
+
+
+def test_novel_prompts_are_scored_apart_and_tabled(features):
+    prompts, _ = build_prompts(read_features(features), 4, 4, 6, seed=2, novel_datasets=["diffusion_2d"], novel_share=0.5)
+    passed = {"passed": True, "outcome": "passed", "checks": {"parses": True, "symmetry_ok": True}, "bp_status": "high"}
+    failed = {"passed": False, "outcome": "no_code", "checks": {"parses": False}, "bp_status": None}
+    rows = [passed if p.novel else failed for p in prompts]
+    novel = novel_score(prompts, rows)
+    assert novel["novel_prompts"] == 2 and novel["novel_verified"] == 1.0 and score(prompts, rows)["verified"] == 0.5
+    assert novel_score(prompts, [failed] * 4)["novel_verified"] == 0.0 and novel_score(prompts[:2], rows[:2]) == {}
+    results = {"base": {**score(prompts, [failed] * 4), "humaneval_pass@1": None},
+               "physics": {**score(prompts, rows), **novel, "humaneval_pass@1": 0.25}}
+    table = validation_markdown(results).splitlines()
+    assert table[0] == "| metric | base | physics |"
+    assert "| verified | 0 | 0.5 |" in table and "| novel_verified | – | 1 |" in table
+    assert "| humaneval_pass@1 | – | 0.25 |" in table and "| outcomes | no_code 4 | no_code 2, passed 2 |" in table
 
 
 def test_answers_are_scored_by_running_them(features):

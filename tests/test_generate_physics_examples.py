@@ -215,6 +215,18 @@ def test_second_run_is_a_cache_hit(tmp_path):
     assert (out / "manifest.json").stat().st_mtime_ns == before
 
 
+def test_held_out_datasets_never_become_examples(tmp_path):
+    src = write_features(tmp_path / "f.jsonl", MASS_RING, WAVE, PLATE)
+    out = generate(GenerateConfig(examples=60, holdout_datasets=["wave_2d"]), src, tmp_path / "gen")
+    rows = records(out)
+    assert {r["metadata"]["dataset"] for r in rows} == {"mass_ring_1d", "plate_2d"}
+    assert not any("wave" in f"{r['instruction']} {r['input']} {r['output']}" for r in rows)
+    assert not any(r["claims"]["symmetry"] == "z2" for r in read_jsonl(out / "code.jsonl"))  # only the wave allowed Z2
+    assert json.loads((out / "manifest.json").read_text())["counts"]["held_out_dataset_trajectories"] == 1
+    with pytest.raises(ValueError, match=r"outside the held-out splits .* and datasets .*hold out fewer"):
+        generate(GenerateConfig(examples=10, holdout_datasets=["mass_ring_1d", "wave_2d", "plate_2d"]), src, tmp_path / "all")
+
+
 def test_bad_feature_record_names_file_record_and_field(tmp_path):
     bad = {**WAVE, "symmetries": {**WAVE["symmetries"], "translation_x": 1.5}}
     src = write_features(tmp_path / "f.jsonl", MASS_RING, bad)
