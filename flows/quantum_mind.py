@@ -1,5 +1,7 @@
 """quantum-mind: The Well trajectories → physics features → Qiskit circuits verified by execution →
-mixed with QuantumLLMInstruct → (Q)LoRA → GGUF → Ollama. Deployed as ``quantum-mind-v2``.
+mixed with QuantumLLMInstruct → (Q)LoRA → GGUF → Ollama. Deployed as ``quantum-mind-v2``. Then the validation
+suite: base vs code-only (the same circuits without their physics text) vs physics on held-out prompts, a share of
+them about a PDE family never trained on; the table ends the run's output and ``summary.json`` (``validation``).
 
     python -m flows.quantum_mind --profile local                     # embedded Well datasets, SmolLM2-135M, no network
     python -m flows.quantum_mind --profile gpu --set instruct.path=~/data/QuantumLLMInstruct.parquet
@@ -12,13 +14,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 from prefect import flow
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from flows.config import ProjectConfig, load_config
 from flows.runner import StageTimer, project_main
-from tasks.reporting import say
+from tasks.reporting import publish_markdown, say
 from tasks.encode_trajectories import EncodeConfig, encode_trajectories
-from tasks.evaluate_quantum import EvaluateConfig, evaluate_quantum
+from tasks.evaluate_quantum import EvaluateConfig, evaluate_quantum, validation_markdown
 from tasks.export_gguf import export_gguf
 from tasks.generate_physics_examples import GenerateConfig, generate_physics_examples
 from tasks.install_ollama import InstallConfig, install_ollama
@@ -42,9 +44,20 @@ class QuantumMindConfig(ProjectConfig):
     instruct: InstructConfig = Field(default_factory=InstructConfig, description="QuantumLLMInstruct source")
     install: InstallConfig = Field(default_factory=lambda: InstallConfig(model_name="quantum-mind-v2"), description="Ollama install")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Validation suite: base vs code-only vs physics")
-    code_only: bool = Field(True, description="Also train a code-only model (QuantumLLMInstruct alone, no physics sources) "
-                                              "for the validation suite; needs the instruct source")
+    code_only: bool = Field(True, description="Also train a code-only model for the validation suite, same recipe: on "
+                                              "QuantumLLMInstruct alone when given, else on the verified circuits without "
+                                              "their physics text (the request and the code only)")
     run_evaluate: bool = Field(True, description="Run the validation suite at the end")
+
+    @model_validator(mode="after")
+    def _one_holdout_list(self):
+        """The validation asks about the datasets generate holds out: one list, set under generate."""
+        asked, held = self.evaluate.holdout_datasets, self.generate.holdout_datasets
+        if "holdout_datasets" in self.evaluate.model_fields_set and asked != held:
+            raise ValueError(f"evaluate.holdout_datasets {asked} differs from generate.holdout_datasets {held}: set "
+                             "generate.holdout_datasets only (the validation asks about the datasets kept out of training)")
+        self.evaluate = self.evaluate.model_copy(update={"holdout_datasets": list(held)})
+        return self
 
 
 @flow(name=PROJECT)
@@ -65,15 +78,17 @@ def quantum_mind(config: str | None = None, profile: str = "local", data_dir: st
     models = {"base": exported / gguf["base"]} if "base" in gguf else {}
     if cfg.run_evaluate and not models:
         say("[quantum-mind] validation: export.export_adapter is off, so there is no base GGUF to compare against")
-    code_only = None
-    if cfg.run_evaluate and cfg.code_only:
-        code_only = _code_only_model(cfg, run, root, instruct, dropped)
-        models.update({"code_only": code_only} if code_only else {})
+    code_only = _code_only_model(cfg, run, root, data, dropped) if cfg.run_evaluate and cfg.code_only else None
+    if code_only:
+        models["code_only"] = Path(code_only["gguf"])
     if cfg.run_evaluate:
         models["physics"] = exported / gguf["f16"]
         run("evaluate", evaluate_quantum, cfg.evaluate, {"features": encoded / "features.jsonl", **models}, root / "evaluate")
     m = run.manifests
     evaluation = m["evaluate"].get("results") if "evaluate" in m else None
+    table = _validation_table(cfg, evaluation) if evaluation else None
+    if table:
+        publish_markdown(f"{PROJECT}-validation", table, "Validation suite: each model on the held-out prompts")
     return run.write_summary(
         root / "summary.json", PROJECT, cfg.profile,
         counts={k: run.stages[k]["counts"] for k in ("encode", "generate", "verify", "select", "instruct", "mix")},
@@ -86,10 +101,10 @@ def quantum_mind(config: str | None = None, profile: str = "local", data_dir: st
         gguf={k: str(exported / v) for k, v in gguf.items()},
         installed=bool(m["install"].get("installed")), ollama_model=cfg.install.model_name,
         install_command=m["install"].get("command"), install_dir=str(installed),
-        physics_augmented=str(selected / "physics_augmented"),
-        validation=evaluation, validation_log=str(root / "evaluate" / "validation_log.yaml") if evaluation else None,
-        code_only_model=str(code_only) if code_only else
-        ("skipped: no QuantumLLMInstruct records to train it on (set instruct.path)" if cfg.run_evaluate and cfg.code_only else None),
+        physics_augmented=str(data.select / "physics_augmented"),
+        validation=evaluation, validation_table=table,
+        validation_log=str(root / "evaluate" / "validation_log.yaml") if evaluation else None,
+        code_only_model=code_only,
     )
 
 
@@ -122,17 +137,32 @@ def _mix_sources(cfg: QuantumMindConfig, instruct: Path, selected: Path):
         "physics_reasoning": selected / "reasoning.jsonl"})
 
 
-def _code_only_model(cfg: QuantumMindConfig, run: StageTimer, root, instruct, dropped: list[str]):
-    """The comparison model of the validation suite: same SFT recipe on QuantumLLMInstruct alone; None without it."""
+def code_only_source(data: PhysicsData, dropped: list[str]) -> tuple[str, Path]:
+    """(mix source name, records) of the code-only model: QuantumLLMInstruct when given, else the physics circuits' twins."""
     if "quantum_llm_instruct" in dropped:
-        say("[quantum-mind] validation: no QuantumLLMInstruct records, so no code-only model to compare (set instruct.path)")
-        return None
-    mix_cfg = cfg.mix.model_copy(update={"sources": [MixSource(name="quantum_llm_instruct")]})
-    mixed = run("mix_code_only", mix_datasets, mix_cfg, [instruct / "instruct.jsonl"], root / "mix_code_only")
+        return "code_only", data.select / "code_only.jsonl"
+    return "quantum_llm_instruct", data.instruct / "instruct.jsonl"
+
+
+def _code_only_model(cfg: QuantumMindConfig, run: StageTimer, root: Path, data: PhysicsData, dropped: list[str]) -> dict:
+    """The validation suite's comparison model: the same SFT recipe without the physics text."""
+    source, records = code_only_source(data, dropped)
+    if source == "code_only":
+        say("[quantum-mind] validation: no QuantumLLMInstruct records, so the code-only model trains on the same verified "
+            "circuits without their physics text (the request and the code only)")
+    mix_cfg = cfg.mix.model_copy(update={"sources": [MixSource(name=source)]})
+    mixed = run("mix_code_only", mix_datasets, mix_cfg, [records], root / "mix_code_only")
     tuned = run("sft_code_only", train_sft, cfg.sft, mixed, root / "models" / "checkpoints" / f"{cfg.run_name}-code-only")
     export_cfg = cfg.export.model_copy(update={"outtypes": ["f16"], "export_adapter": False})
     exported = run("export_code_only", export_gguf, export_cfg, [tuned, mixed / "val.jsonl"], root / "export_code_only")
-    return exported / run.manifests["export_code_only"]["gguf"]["f16"]
+    return {"gguf": str(exported / run.manifests["export_code_only"]["gguf"]["f16"]), "trained_on": str(records)}
+
+
+def _validation_table(cfg: QuantumMindConfig, results: dict) -> str:
+    """The validation results as markdown, with a line saying what the novel_* rows cover."""
+    novel = any("novel_prompts" in r for r in results.values())
+    return validation_markdown(results) + (f"\n\nnovel_*: only the prompts about {', '.join(cfg.generate.holdout_datasets)}, "
+                                           "held out of training in every split" if novel else "")
 
 
 def main(argv: list[str] | None = None) -> int:

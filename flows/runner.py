@@ -181,6 +181,8 @@ def run_flow_cli(flow_fn, project: str, config_model, params: dict, user_errors:
         return 2
     if summary.get("evaluation_table"):
         print(f"{project}: held-out evaluation, base vs trained\n{summary['evaluation_table']}")
+    if summary.get("validation_table"):
+        print(f"{project}: validation suite, one column per model\n{summary['validation_table']}")
     print(f"{project}: eval loss {summary.get('eval_loss_before')} → {summary.get('eval_loss_after')}; "
           f"GGUF parity {summary.get('parity_rate')}; installed in Ollama: {summary.get('installed')}")
     print(f"summary: {summary.get('summary_path')}")
