@@ -46,7 +46,7 @@ def calibrate(cfg: CalibrateConfig, inputs: Path, out_dir: Path) -> Path:
     """Write ``calibration.json`` (rule, cross-validation, TRI/drift scales) for a harvest."""
     out_dir, src = Path(out_dir), Path(inputs)
     experiments_file = src / "experiments.jsonl" if src.is_dir() else src
-    key = stage_key(STAGE, cfg, inputs, module_source(calibrate))
+    key = stage_key(calibrate, cfg, inputs, out_dir)
     if cached(out_dir, key):
         return out_dir
     rows = read_jsonl(experiments_file)

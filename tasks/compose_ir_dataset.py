@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from adapters.lift_ir import IR, ir_json, validate_ir
 from tasks.records import ChatRecord, Message, RecordError, read_models, write_jsonl
 from tasks.reporting import publish_table, say
-from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
+from tasks.stage import cached, prefect_cache_key, stage_key, stage_output
 from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 
 STAGE = "compose"
@@ -151,7 +151,7 @@ def compose(cfg: ComposeConfig, inputs: list[Path], out_dir: Path) -> Path:
     if not 1 <= len(inputs) <= 2:
         raise ValueError(f"compose: expected accepted.jsonl and optionally negatives.jsonl, got {len(inputs)} inputs")
     files = [p / name if p.is_dir() else p for p, name in zip(inputs, ("accepted.jsonl", "negatives.jsonl"))]
-    key = stage_key(STAGE, cfg, inputs, module_source(compose))  # over `inputs` as given, like prefect_cache_key
+    key = stage_key(compose, cfg, inputs, out_dir)
     if cached(out_dir, key):
         return out_dir
     rows: dict[str, list[dict]] = {s: [] for s in SPLITS}

@@ -41,13 +41,7 @@ from tasks.physics_features import (
 from tasks.records import write_jsonl
 from tasks.reporting import StageProgress, publish_table, say
 from tasks.shards import map_shards, shard_runner
-from tasks.stage import (
-    cached,
-    module_source,
-    prefect_cache_key,
-    stage_key,
-    stage_output,
-)
+from tasks.stage import cached, prefect_cache_key, stage_key, stage_output
 from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 
 STAGE = "encode"
@@ -146,18 +140,30 @@ class PhysicsFeatures(BaseModel):
         return v
 
 
-def encode(cfg: EncodeConfig, inputs: Path | list[Path] | None, out_dir: Path) -> Path:
-    """Write ``features.jsonl`` (one ``PhysicsFeatures`` per trajectory) for the Well data in ``inputs`` or ``cfg.source``."""
-    out_dir = Path(out_dir)
+def well_sources(cfg: EncodeConfig, inputs: Path | list[Path] | None, out_dir: Path) -> list[str | Path]:
+    """Where the Well data is: ``inputs``, else ``cfg.source``, else the embedded datasets generated beside ``out_dir``."""
     paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs or [])]
     if paths and cfg.source:
         raise ValueError(f"encode: Well data given both as inputs {[str(p) for p in paths]} and as source {cfg.source!r}; give one")
+    return paths or [cfg.source or Path(out_dir).parent / "well_data" / "datasets"]
+
+
+def key_of(cfg: EncodeConfig, inputs: Path | list[Path] | None, out_dir: Path) -> tuple[EncodeConfig, list[Path]]:
+    """The stage key hashes the local Well files themselves (a hub source is named by the config alone)."""
+    sources = well_sources(cfg, inputs, out_dir)
+    return cfg, [f for s in sources if not str(s).startswith("hf://") for f in the_well.list_files(s, cfg.splits)]
+
+
+def encode(cfg: EncodeConfig, inputs: Path | list[Path] | None, out_dir: Path) -> Path:
+    """Write ``features.jsonl`` (one ``PhysicsFeatures`` per trajectory) for the Well data in ``inputs`` or ``cfg.source``."""
+    out_dir = Path(out_dir)
     started = time.time()
-    sources: list[str | Path] = paths or [cfg.source or _generate(cfg, out_dir)]
+    sources = well_sources(cfg, inputs, out_dir)
+    if not (inputs or cfg.source):
+        _generate(cfg, out_dir)
     local = [the_well.list_files(s, cfg.splits) for s in sources if not str(s).startswith("hf://")]
     files = [f for group in local for f in group]
-    code = module_source(encode)  # covers physics_features and the_well (transitive)
-    key = stage_key(STAGE, cfg, files, code)
+    key = stage_key(encode, cfg, inputs, out_dir)  # the code hashed covers physics_features and the_well (transitive)
     if cached(out_dir, key):
         return out_dir
     generated_s = time.time() - started
@@ -267,7 +273,7 @@ def physics_record(measured: dict) -> PhysicsFeatures:
 
 
 def _generate(cfg: EncodeConfig, out_dir: Path) -> Path:
-    target = out_dir.parent / "well_data"
+    target = out_dir.parent / "well_data"  # generate_default writes target / "datasets", as well_sources expects
     say(f"[encode] no source configured: using labtune's embedded Well datasets in {target} (generated when missing)")
     from adapters.well_solvers import generate_default
 

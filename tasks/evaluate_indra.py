@@ -26,15 +26,7 @@ from adapters.base_models import resolve_base_model
 from tasks.indra_data import add_input_args, cli_inputs, load_blocks
 from tasks.indra_plots import plot_ablation
 from tasks.reporting import publish_image, publish_markdown, publish_table, say
-from tasks.stage import (
-    cache_key_on,
-    cached,
-    code_digest,
-    module_source,
-    read_manifest,
-    stage_key,
-    stage_output,
-)
+from tasks.stage import cached, code_digest, prefect_cache_key, read_manifest, stage_key, stage_output
 from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 from tasks.train_indra import evaluate_loss
 
@@ -59,8 +51,11 @@ class EvaluateIndraConfig(BaseModel):
                                                            "(default: <data_dir>/cache/models)")
 
 
-def _key(cfg: EvaluateIndraConfig) -> dict:
-    return {"config": cfg.model_dump(mode="json", exclude={"model_cache_dir"}), "model_code": code_digest("tasks.indra_model")}
+def key_of(cfg: EvaluateIndraConfig, inputs: dict[str, Path], out_dir: Path) -> tuple[dict, dict[str, Path]]:
+    """The stage key hashes the config less its cache dir and the model's code (imported lazily, so not in the
+    stage's module source)."""
+    return ({"config": cfg.model_dump(mode="json", exclude={"model_cache_dir"}), "model_code": code_digest("tasks.indra_model")},
+            inputs)
 
 
 def evaluate(cfg: EvaluateIndraConfig, inputs: dict[str, Path], out_dir: Path) -> Path:
@@ -70,7 +65,7 @@ def evaluate(cfg: EvaluateIndraConfig, inputs: dict[str, Path], out_dir: Path) -
     runs = {k: v for k, v in inputs.items() if k not in RESERVED}
     if "data" not in inputs or not runs:
         raise ValueError("evaluate_indra needs inputs['data'] and at least one run dir")
-    key = stage_key(STAGE, _key(cfg), inputs, module_source(evaluate))
+    key = stage_key(evaluate, cfg, inputs, out_dir)
     if cached(out_dir, key):
         return out_dir
     import torch
@@ -223,7 +218,7 @@ def greedy(model, prompt_ids: list[int], max_new_tokens: int, eos_id: int | None
     return new
 
 
-@task(name=STAGE, cache_key_fn=cache_key_on(_key), persist_result=True)
+@task(name=STAGE, cache_key_fn=prefect_cache_key, persist_result=True)
 def evaluate_indra(cfg: EvaluateIndraConfig, inputs: dict[str, Path], out_dir: Path) -> Path:
     """Prefect task: the ablation table (perplexity, samples, latency, parameters)."""
     return evaluate(cfg, inputs, out_dir)

@@ -44,7 +44,7 @@ from tasks.generate_ir import parse_ir_output
 from tasks.ir_checks import BOOL_WORD, INT_WORD, precheck, requested_returns
 from tasks.records import RecordError, read_jsonl, write_jsonl
 from tasks.reporting import StageProgress, publish_table, say
-from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
+from tasks.stage import cached, prefect_cache_key, stage_key, stage_output
 from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 
 STAGE = "evaluate_ir"
@@ -234,12 +234,19 @@ def key_parts(cfg: EvaluateIRConfig, inputs: dict[str, Path | str]) -> tuple[dic
     return {"cfg": cfg.model_dump(mode="json"), "models": models}, files, models
 
 
+def key_of(cfg: EvaluateIRConfig, inputs: dict[str, Path | str], out_dir: Path) -> tuple[dict, dict[str, Path]]:
+    """The stage key hashes the config with every model's spec (teacher specs are config, not files) and the files:
+    the prompts and each GGUF."""
+    keyed, files, _ = key_parts(cfg, inputs)
+    return keyed, files
+
+
 def evaluate(cfg: EvaluateIRConfig, inputs: dict[str, Path | str], out_dir: Path) -> Path:
     """``inputs`` = {"prompts": JSONL, model name: GGUF path or teacher spec, ...}; writes answers + a comparison."""
     keyed, files, models = key_parts(cfg, inputs)
     prompts = files["prompts"]
     out_dir = Path(out_dir)
-    key = stage_key(STAGE, keyed, files, module_source(evaluate))
+    key = stage_key(evaluate, cfg, inputs, out_dir)
     if cached(out_dir, key):
         return out_dir
     rows = read_eval_rows(prompts, cfg.max_prompts)
@@ -260,16 +267,7 @@ def evaluate(cfg: EvaluateIRConfig, inputs: dict[str, Path | str], out_dir: Path
     return out_dir
 
 
-def _cache_key(context, parameters: dict) -> str | None:
-    """Prefect's key over the same parts as the stage key (teacher specs are config, not files)."""
-    cfg, inputs = parameters.get("cfg"), parameters.get("inputs")
-    if not cfg or not inputs:
-        return None
-    keyed, files, _ = key_parts(cfg, inputs)
-    return prefect_cache_key(context, {**parameters, "cfg": keyed, "inputs": files})
-
-
-@task(name=STAGE, cache_key_fn=_cache_key, persist_result=True)
+@task(name=STAGE, cache_key_fn=prefect_cache_key, persist_result=True)
 def evaluate_ir(cfg: EvaluateIRConfig, inputs: dict[str, Path | str], out_dir: Path) -> Path:
     """Prefect task: score each model's IR on the test prompts."""
     return evaluate(cfg, inputs, out_dir)

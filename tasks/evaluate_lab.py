@@ -72,7 +72,7 @@ def evaluate(cfg: EvaluateLabConfig, inputs: list[Path], out_dir: Path) -> Path:
     """Score base and trained model on held-out questions; ``inputs = [export, calibrate, fresh harvest]``."""
     export_dir, calibration_dir, fresh_dir = (Path(p) for p in inputs)
     out_dir = Path(out_dir)
-    key = stage_key(STAGE, cfg, inputs, module_source(evaluate))
+    key = stage_key(evaluate, cfg, inputs, out_dir)
     if cached(out_dir, key):
         return out_dir
     calibration = load_calibration(calibration_dir)

@@ -37,7 +37,7 @@ from tasks.generate_physics_examples import read_features
 from tasks.quantum_eval_prompts import EvalPrompt, build_prompts
 from tasks.records import RecordError, read_json_rows, write_jsonl
 from tasks.reporting import StageProgress, publish_image, publish_table
-from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
+from tasks.stage import cached, prefect_cache_key, stage_key, stage_output
 from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 from tasks.verify_circuits import Claims, CircuitVerifier, CodeItem, VerifyConfig
 
@@ -234,21 +234,26 @@ def plot_comparison(results: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
+def key_of(cfg: EvaluateConfig, inputs: dict[str, Path], out_dir: Path) -> tuple[EvaluateConfig, dict[str, Path]]:
+    """The stage key hashes ``features.jsonl`` (not the encode manifest), each model and the HumanEval file configured."""
+    features = Path(inputs["features"])
+    models = {k: Path(v) for k, v in inputs.items() if k != "features"}
+    humaneval = {"humaneval": cfg.humaneval_path} if cfg.humaneval_path else {}
+    return cfg, {"features": features / "features.jsonl" if features.is_dir() else features, **models, **humaneval}
+
+
 def evaluate(cfg: EvaluateConfig, inputs: dict[str, Path], out_dir: Path) -> Path:
     """Run the suite; ``inputs`` = {"features": features.jsonl (or the encode dir), model name: GGUF file, ...}."""
-    inputs = {k: Path(v) for k, v in inputs.items()}
     if "features" not in inputs or len(inputs) < 2:
         raise ValueError(f"evaluate: inputs need 'features' and at least one model GGUF, got {sorted(inputs)}")
     if cfg.min_qubits > cfg.max_qubits:
         raise ValueError(f"evaluate: min_qubits ({cfg.min_qubits}) is above max_qubits ({cfg.max_qubits})")
-    features = inputs.pop("features")
-    features = features / "features.jsonl" if features.is_dir() else features
-    models = inputs
     out_dir = Path(out_dir)
-    extra = {"humaneval": cfg.humaneval_path} if cfg.humaneval_path else {}
-    key = stage_key(STAGE, cfg, {"features": features, **models, **extra}, module_source(evaluate))
+    key = stage_key(evaluate, cfg, inputs, out_dir)
     if cached(out_dir, key):
         return out_dir
+    hashed = key_of(cfg, inputs, out_dir)[1]
+    features, models = hashed["features"], {k: Path(v) for k, v in inputs.items() if k != "features"}
     prompts, held_out = build_prompts(read_features(features), cfg.prompts, cfg.min_qubits, cfg.max_qubits, cfg.seed,
                                       cfg.holdout_datasets, cfg.novel_share)
     tasks = read_humaneval(cfg.humaneval_path, cfg.humaneval_limit) if cfg.humaneval_path else []
@@ -258,7 +263,7 @@ def evaluate(cfg: EvaluateConfig, inputs: dict[str, Path], out_dir: Path) -> Pat
                       **({"humaneval_pass@1": round(sum(r["passed"] for r in he_rows[name]) / len(tasks), 4)} if tasks else {}),
                       **novel_score(prompts, verdicts[name]), **speed[name]}
                for name in models}
-    with stage_output(STAGE, out_dir, key, cfg, {"features": features, **models, **extra}) as out:
+    with stage_output(STAGE, out_dir, key, cfg, hashed) as out:
         write_jsonl(out.tmp / "prompts.jsonl", (p.model_dump() for p in prompts))
         write_jsonl(out.tmp / "answers.jsonl", ({"model": name, "prompt_id": p.id, **p.claims, "answer": a, **v}
                                                 for name in models

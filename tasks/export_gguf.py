@@ -31,7 +31,7 @@ from tasks.gguf_parity import conversation_ids, measure, parity_failure, summari
 from tasks.records import read_chat_records
 from tasks.reporting import StageProgress, counts_table, publish_table
 from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
-from tasks.stage import MANIFEST, cached, module_source, prefect_cache_key, read_manifest, stage_key, stage_output
+from tasks.stage import MANIFEST, cached, prefect_cache_key, read_manifest, stage_key, stage_output
 
 STAGE = "export"
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
@@ -86,7 +86,7 @@ def run(cfg: ExportConfig, inputs: list[Path], out_dir: Path) -> Path:
     """Export ``inputs = [sft_dir, val_jsonl]`` to GGUF in ``out_dir`` and verify it; returns ``out_dir``."""
     sft_dir, val_path = _split_inputs(inputs)
     out_dir = Path(out_dir)
-    key = stage_key(STAGE, cfg, [sft_dir, val_path], module_source(run))
+    key = stage_key(run, cfg, inputs, out_dir)
     if cached(out_dir, key):
         return out_dir
     llama_dir = resolve_llama_cpp_dir(cfg.llama_cpp_dir)

@@ -28,7 +28,7 @@ from adapters.teachers import (TASK_IR, Teacher, TeacherError, TeacherUnavailabl
 from tasks.generate_prompts import PromptRow
 from tasks.records import read_models, write_jsonl
 from tasks.reporting import StageProgress, publish_table, say
-from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
+from tasks.stage import cached, prefect_cache_key, stage_key, stage_output
 from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 
 STAGE = "generate_ir"
@@ -252,9 +252,9 @@ def _prompts_file(inputs: Path) -> Path:
     return path
 
 
-def key_inputs(cfg: GenerateIRConfig, inputs: Path) -> list[Path]:
-    """What the output depends on besides the config: the prompts, and for the oracle the templates it reads."""
-    return [Path(inputs)] + ([template_path(cfg)] if parse_teacher_spec(cfg.teacher)[0] == "oracle" else [])
+def key_of(cfg: GenerateIRConfig, inputs: Path, out_dir: Path) -> tuple[GenerateIRConfig, list[Path]]:
+    """The stage key hashes the prompts and, for the oracle, the templates file it reads."""
+    return cfg, [Path(inputs)] + ([template_path(cfg)] if parse_teacher_spec(cfg.teacher)[0] == "oracle" else [])
 
 
 def template_path(cfg: GenerateIRConfig) -> Path:
@@ -276,7 +276,7 @@ def build_teacher(cfg: GenerateIRConfig, rows: list[PromptRow]) -> Teacher:
 def generate(cfg: GenerateIRConfig, inputs: Path, out_dir: Path) -> Path:
     """Write ``ir.jsonl`` (best valid IR per prompt) and ``rejects.jsonl`` (every discarded candidate)."""
     out_dir, prompts_file = Path(out_dir), _prompts_file(inputs)
-    key = stage_key(STAGE, cfg, key_inputs(cfg, inputs), module_source(generate))
+    key = stage_key(generate, cfg, inputs, out_dir)
     if cached(out_dir, key):
         return out_dir
     rows = read_models(prompts_file, PromptRow)[:cfg.max_prompts]
@@ -317,7 +317,7 @@ def generate(cfg: GenerateIRConfig, inputs: Path, out_dir: Path) -> Path:
                          f"{teacher.name} (rate {reject_rate:.2f} > max_reject_rate {cfg.max_reject_rate}); "
                          f"first: {first['id']}: {first['reason']}")
     candidates = len(rows) * cfg.n
-    with stage_output(STAGE, out_dir, key, cfg, key_inputs(cfg, inputs)) as out:
+    with stage_output(STAGE, out_dir, key, cfg, key_of(cfg, inputs, out_dir)[1]) as out:
         write_jsonl(out.tmp / "ir.jsonl", accepted)
         write_jsonl(out.tmp / "rejects.jsonl", rejects)
         out.counts = {"prompts": len(rows), "accepted": len(accepted), "rejected": rejected_prompts,
@@ -336,13 +336,7 @@ def generate(cfg: GenerateIRConfig, inputs: Path, out_dir: Path) -> Path:
     return out_dir
 
 
-def _cache_key(context, parameters: dict) -> str | None:
-    """The stage key also hashes the templates file the oracle reads, which the task gets through its config."""
-    cfg, inputs = parameters.get("cfg"), parameters.get("inputs")
-    return prefect_cache_key(context, {**parameters, "inputs": key_inputs(cfg, inputs)}) if cfg and inputs else None
-
-
-@task(name=STAGE, cache_key_fn=_cache_key, persist_result=True)
+@task(name=STAGE, cache_key_fn=prefect_cache_key, persist_result=True)
 def generate_ir(cfg: GenerateIRConfig, inputs: Path, out_dir: Path) -> Path:
     """Prefect task: prompts → best-of-N teacher IRs."""
     return generate(cfg, inputs, out_dir)

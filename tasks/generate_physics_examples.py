@@ -44,13 +44,7 @@ from tasks.encode_trajectories import PhysicsFeatures
 from tasks.physics_reasoning import REASONING, SEED_TYPES, example_text
 from tasks.records import ChatRecord, read_models, write_jsonl
 from tasks.reporting import StageProgress, counts_table, publish_table, say
-from tasks.stage import (
-    cached,
-    module_source,
-    prefect_cache_key,
-    stage_key,
-    stage_output,
-)
+from tasks.stage import cached, prefect_cache_key, stage_key, stage_output
 from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 
 STAGE = "generate"
@@ -97,11 +91,20 @@ def read_features(path: Path) -> list[PhysicsFeatures]:
 
 
 
+def features_path(inputs: Path) -> Path:
+    """``features.jsonl``, given as the file or as the encode stage's output dir."""
+    return Path(inputs) / "features.jsonl" if Path(inputs).is_dir() else Path(inputs)
+
+
+def key_of(cfg: GenerateConfig, inputs: Path, out_dir: Path) -> tuple[GenerateConfig, Path]:
+    """The stage key hashes ``features.jsonl``, not the encode stage's manifest."""
+    return cfg, features_path(inputs)
+
+
 def generate(cfg: GenerateConfig, inputs: Path, out_dir: Path) -> Path:
     """Write the example files, code.jsonl and chat records for the trajectories in ``inputs``."""
-    out_dir, src = Path(out_dir), Path(inputs)
-    features_file = src / "features.jsonl" if src.is_dir() else src
-    key = stage_key(STAGE, cfg, features_file, module_source(generate))
+    out_dir, features_file = Path(out_dir), features_path(inputs)
+    key = stage_key(generate, cfg, inputs, out_dir)
     if cached(out_dir, key):
         return out_dir
     started = time.time()

@@ -46,13 +46,7 @@ from adapters.teachers import (
 from tasks.ir_checks import QUOTED
 from tasks.records import write_jsonl
 from tasks.reporting import StageProgress, publish_table, say
-from tasks.stage import (
-    cached,
-    module_source,
-    prefect_cache_key,
-    stage_key,
-    stage_output,
-)
+from tasks.stage import cached, prefect_cache_key, stage_key, stage_output
 from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 
 STAGE = "prompts"
@@ -268,10 +262,15 @@ def paraphrase(cfg: PromptsConfig, library: TemplateLibrary, rows: list[PromptRo
     return kept, rejects, stats
 
 
+def key_of(cfg: PromptsConfig, inputs: None, out_dir: Path) -> tuple[PromptsConfig, list[Path]]:
+    """The stage key hashes the templates file the config names (the stage takes no inputs)."""
+    return cfg, [template_path(cfg)]
+
+
 def write_prompts(cfg: PromptsConfig, inputs: None, out_dir: Path) -> Path:
     """Write ``prompts.jsonl`` (template prompts, then kept paraphrases) and ``rejects.jsonl``."""
     out_dir, templates = Path(out_dir), template_path(cfg)
-    key = stage_key(STAGE, cfg, [templates], module_source(write_prompts))
+    key = stage_key(write_prompts, cfg, inputs, out_dir)
     if cached(out_dir, key):
         return out_dir
     library = load_templates(templates)
@@ -300,13 +299,7 @@ def write_prompts(cfg: PromptsConfig, inputs: None, out_dir: Path) -> Path:
     return out_dir
 
 
-def _cache_key(context, parameters: dict) -> str | None:
-    """The stage key hashes the templates file, which the task receives through its config."""
-    cfg = parameters.get("cfg")
-    return prefect_cache_key(context, {**parameters, "inputs": [template_path(cfg)]}) if cfg else None
-
-
-@task(name=STAGE, cache_key_fn=_cache_key, persist_result=True)
+@task(name=STAGE, cache_key_fn=prefect_cache_key, persist_result=True)
 def generate_prompts(cfg: PromptsConfig, inputs: None, out_dir: Path) -> Path:
     """Prefect task: template prompts + teacher paraphrases into ``prompts.jsonl``."""
     return write_prompts(cfg, inputs, out_dir)

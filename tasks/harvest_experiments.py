@@ -29,7 +29,7 @@ from adapters.lab_client import LabClient, LabError, LabServerError
 from tasks.lab_responses import physics_view, remember, screen
 from tasks.reporting import StageProgress, counts_table, publish_table, say
 from tasks.stage_cli import config_from_args, stage_parser
-from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
+from tasks.stage import cached, prefect_cache_key, stage_key, stage_output
 
 STAGE = "harvest"
 PHASES = ("ising_symmetry_breaking", "spt_cluster", "trivial_product", "pseudorandom")
@@ -131,7 +131,7 @@ def _call(client: LabClient, item: PlannedExperiment) -> dict:
 def harvest(cfg: HarvestConfig, inputs: None, out_dir: Path) -> Path:
     """Run the plan against the lab and write ``experiments.jsonl`` (one row per planned experiment)."""
     out_dir = Path(out_dir)
-    key = stage_key(STAGE, cfg, inputs, module_source(harvest))
+    key = stage_key(harvest, cfg, inputs, out_dir)
     if cached(out_dir, key):
         return out_dir
     plan = plan_experiments(cfg)

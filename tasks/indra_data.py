@@ -38,13 +38,7 @@ from tasks.indra_corpora import (
     source_files,
 )
 from tasks.reporting import publish_table, say
-from tasks.stage import (
-    cached,
-    module_source,
-    prefect_cache_key,
-    stage_key,
-    stage_output,
-)
+from tasks.stage import cached, prefect_cache_key, stage_key, stage_output
 from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 
 STAGE = "indra_data"
@@ -95,11 +89,17 @@ def key_parts(cfg: IndraDataConfig, out_dir: Path) -> tuple[dict, list[Path], di
     return keyed, sorted({p for fs in files.values() for p in fs}), files, dropped
 
 
+def key_of(cfg: IndraDataConfig, inputs: None, out_dir: Path) -> tuple[dict, list[Path]]:
+    """The stage key hashes the config (less its cache dirs), the source files found and the repo docs' text."""
+    keyed, all_files, _, _ = key_parts(cfg, out_dir)
+    return keyed, all_files
+
+
 def build(cfg: IndraDataConfig, inputs: None, out_dir: Path) -> Path:
     """Write the packed train/val blocks and the composition of the mix."""
     out_dir = Path(out_dir)
-    keyed, all_files, files, dropped = key_parts(cfg, out_dir)
-    key = stage_key(STAGE, keyed, all_files, module_source(build))
+    _, all_files, files, dropped = key_parts(cfg, out_dir)
+    key = stage_key(build, cfg, inputs, out_dir)
     if cached(out_dir, key):
         return out_dir
     if not files:
@@ -242,16 +242,7 @@ def load_blocks(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return np.load(path, mmap_mode="r"), np.load(data_dir / f"{split}_lengths.npy")
 
 
-def _cache_key(context, parameters: dict) -> str | None:
-    """Prefect's key over the same parts as the stage key (source files found by glob, the docstrings' text)."""
-    cfg, out_dir = parameters.get("cfg"), parameters.get("out_dir")
-    if cfg is None or out_dir is None:
-        return None
-    keyed, files, _, _ = key_parts(cfg, out_dir)
-    return prefect_cache_key(context, {**parameters, "cfg": keyed, "inputs": files})
-
-
-@task(name=STAGE, cache_key_fn=_cache_key, persist_result=True)
+@task(name=STAGE, cache_key_fn=prefect_cache_key, persist_result=True)
 def indra_data(cfg: IndraDataConfig, inputs: None, out_dir: Path) -> Path:
     """Prefect task: corpora → tokenised, mixed token blocks."""
     return build(cfg, inputs, out_dir)

@@ -27,15 +27,7 @@ from adapters.base_models import EMBEDDED, embedded_gguf, resolve_base_model
 from adapters.teacher_logits import GgufTopK, HFTopK, TeacherError, same_tokenizer
 from tasks.indra_data import load_blocks
 from tasks.reporting import StageProgress, counts_table, publish_table, say
-from tasks.stage import (
-    cached,
-    module_source,
-    prefect_cache_key,
-    read_manifest,
-    stage_key,
-    stage_output,
-    write_json_atomic,
-)
+from tasks.stage import cached, prefect_cache_key, read_manifest, stage_key, stage_output, write_json_atomic
 from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 
 STAGE = "indra_teacher"
@@ -91,15 +83,17 @@ def check_tokenizer(teacher, data_manifest: dict) -> None:
                            "Set data.tokenizer to the teacher's model so both use one tokenizer.")
 
 
-def _key(cfg: TeacherConfig) -> dict:
-    return cfg.model_dump(mode="json", exclude={"model_cache_dir", "n_threads", "batch_size", "save_every_blocks"})
+def key_of(cfg: TeacherConfig, inputs: Path, out_dir: Path) -> tuple[dict, list[Path]]:
+    """The stage key hashes the config less its speed and cache settings, the data and the teacher's files."""
+    keyed = cfg.model_dump(mode="json", exclude={"model_cache_dir", "n_threads", "batch_size", "save_every_blocks"})
+    return keyed, [Path(inputs), *teacher_files(cfg)]
 
 
 def compute(cfg: TeacherConfig, inputs: Path, out_dir: Path) -> Path:
     """Score every train and val block; write the top-k arrays and the teacher's perplexity."""
     out_dir, data_dir = Path(out_dir), Path(inputs)
     files = [data_dir, *teacher_files(cfg)]
-    key = stage_key(STAGE, _key(cfg), files, module_source(compute))
+    key = stage_key(compute, cfg, inputs, out_dir)
     if cached(out_dir, key):
         return out_dir
     data = read_manifest(data_dir)
@@ -187,18 +181,7 @@ def _metrics(work: Path, data_dir: Path) -> dict[str, dict]:
     return out
 
 
-def _cache_key(context, parameters: dict) -> str | None:
-    cfg, inputs = parameters.get("cfg"), parameters.get("inputs")
-    if cfg is None or inputs is None:
-        return None
-    try:
-        files = [Path(inputs), *teacher_files(cfg)]
-    except FileNotFoundError:
-        return None
-    return prefect_cache_key(context, {**parameters, "cfg": _key(cfg), "inputs": files})
-
-
-@task(name=STAGE, cache_key_fn=_cache_key, persist_result=True)
+@task(name=STAGE, cache_key_fn=prefect_cache_key, persist_result=True)
 def indra_teacher(cfg: TeacherConfig, inputs: Path, out_dir: Path) -> Path:
     """Prefect task: teacher top-k log-probabilities for every block, computed once."""
     return compute(cfg, inputs, out_dir)

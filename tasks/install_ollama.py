@@ -26,7 +26,7 @@ from adapters.llama_cpp import render_chat_template
 from adapters.ollama import CHATML_STOPS, OllamaServer, OllamaUnavailable, chatml_template, default_host, modelfile_text
 from tasks.reporting import counts_table, publish_table, say
 from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
-from tasks.stage import cached, module_source, prefect_cache_key, read_manifest, stage_key, stage_output
+from tasks.stage import cached, prefect_cache_key, read_manifest, stage_key, stage_output
 
 STAGE = "install"
 MODELFILE = "Modelfile"
@@ -62,7 +62,7 @@ def run(cfg: InstallConfig, inputs: Path | list[Path], out_dir: Path) -> Path:
     """Write the Modelfile for the export stage output ``inputs`` and install it when Ollama answers."""
     export_dir = _single_input(inputs)
     out_dir = Path(out_dir)
-    key = stage_key(STAGE, cfg, [export_dir], module_source(run))
+    key = stage_key(run, cfg, inputs, out_dir)
     done = cached(out_dir, key)
     if done and done.get("installed"):
         return out_dir

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.records import ChatRecord, RecordError, read_json_rows, write_jsonl
 from tasks.reporting import counts_table, publish_table, say
-from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
+from tasks.stage import cached, prefect_cache_key, stage_key, stage_output
 from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 
 STAGE = "instruct"
@@ -76,11 +76,17 @@ def to_records(rows: list[dict], cfg: InstructConfig, origin: str) -> tuple[list
     return records, rejects
 
 
+def key_of(cfg: InstructConfig, inputs: None, out_dir: Path) -> tuple[InstructConfig, list[Path] | None]:
+    """The stage key hashes the local QuantumLLMInstruct file the config names, when it is there."""
+    source = Path(cfg.path).expanduser() if cfg.path else None
+    return cfg, [source] if source and source.exists() else None
+
+
 def load_instruct(cfg: InstructConfig, inputs: None, out_dir: Path) -> Path:
     """Write ``instruct.jsonl`` (possibly empty) and say in the manifest whether the data was available."""
     out_dir = Path(out_dir)
     source = Path(cfg.path).expanduser() if cfg.path else None
-    key = stage_key(STAGE, cfg, [source] if source and source.exists() else None, module_source(load_instruct))
+    key = stage_key(load_instruct, cfg, inputs, out_dir)
     if cached(out_dir, key):
         return out_dir
     rows, reason = [], None

@@ -43,13 +43,7 @@ from tasks.ir_checks import (
 )
 from tasks.records import RecordError, read_models, write_jsonl
 from tasks.reporting import publish_table, say
-from tasks.stage import (
-    cached,
-    module_source,
-    prefect_cache_key,
-    stage_key,
-    stage_output,
-)
+from tasks.stage import cached, prefect_cache_key, stage_key, stage_output
 from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 
 STAGE = "negatives"
@@ -231,7 +225,7 @@ def read_accepted(path: Path) -> list[AcceptedIR]:
 def write_negatives(cfg: NegativesConfig, inputs: Path, out_dir: Path) -> Path:
     """Write ``negatives.jsonl`` (flagged bad variants with corrections) and ``rejects.jsonl``."""
     inputs, out_dir = Path(inputs), Path(out_dir)
-    key = stage_key(STAGE, cfg, [inputs], module_source(write_negatives))
+    key = stage_key(write_negatives, cfg, inputs, out_dir)
     if cached(out_dir, key):
         return out_dir
     rows = read_accepted(inputs)

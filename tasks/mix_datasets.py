@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tasks.records import ChatRecord, read_chat_records, write_jsonl
 from tasks.reporting import publish_table
 from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
-from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
+from tasks.stage import cached, prefect_cache_key, stage_key, stage_output
 
 STAGE = "mix"
 
@@ -107,7 +107,7 @@ def mix(cfg: MixConfig, inputs: list[Path], out_dir: Path) -> Path:
     out_dir, inputs = Path(out_dir), [Path(p) for p in inputs]
     if len(inputs) != len(cfg.sources):
         raise ValueError(f"mix: {len(inputs)} input files but {len(cfg.sources)} configured sources; list one source per input")
-    key = stage_key(STAGE, cfg, inputs, module_source(mix))
+    key = stage_key(mix, cfg, inputs, out_dir)
     if cached(out_dir, key):
         return out_dir
     seen: set[str] = set()

@@ -16,17 +16,22 @@ from pathlib import Path
 from prefect import task
 
 from tasks.reporting import counts_table, publish_table
-from tasks.stage import cached, module_source, prefect_cache_key, read_manifest, stage_key, stage_output
+from tasks.stage import cached, prefect_cache_key, read_manifest, stage_key, stage_output
 from tasks.stage_cli import run_stage_cli
 
 STAGE = "best"
+
+
+def key_of(cfg: None, inputs: Path, out_dir: Path) -> tuple[None, list[Path]]:
+    """The stage key hashes the trial's adapter and scores, not its manifest."""
+    return cfg, [Path(inputs) / "adapter", Path(inputs) / "trial.json"]
 
 
 def promote(cfg: None, inputs: Path, out_dir: Path) -> Path:
     """Merge the trial's adapter into its base model; ``inputs`` is the trial's output dir."""
     trial_dir, out_dir = Path(inputs), Path(out_dir)
     adapter = trial_dir / "adapter"
-    key = stage_key(STAGE, cfg, [adapter, trial_dir / "trial.json"], module_source(promote))
+    key = stage_key(promote, cfg, inputs, out_dir)
     if cached(out_dir, key) is not None:
         return out_dir
     manifest = read_manifest(trial_dir)

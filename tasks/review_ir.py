@@ -31,7 +31,7 @@ from tasks.ir_checks import precheck
 from tasks.records import RecordError, read_models, write_jsonl
 from tasks.reporting import publish_table, say
 from tasks.review_decisions import StoredDecision, append_decisions, ir_sha, load_store, read_decisions_file
-from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
+from tasks.stage import cached, prefect_cache_key, stage_key, stage_output
 from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 
 STAGE = "review"
@@ -117,15 +117,16 @@ def route(item: dict, human: StoredDecision | None) -> tuple[str, dict]:
     return "pending", {**row, "problems": problems}
 
 
-def _key_inputs(cfg: ReviewConfig, irs: Path, out_dir: Path) -> dict[str, Path]:
-    """Everything the review's output depends on: the IRs, the decisions file and the store as it is now."""
-    named = {"irs": irs}
+def key_of(cfg: ReviewConfig, inputs: Path, out_dir: Path) -> tuple[ReviewConfig, dict[str, Path]]:
+    """The stage key hashes everything the review's output depends on: the IRs, the decisions file and the store as
+    it is now (an answer given in the UI changes the store, and so the key)."""
+    named = {"irs": _irs_file(inputs)}
     if cfg.decisions_file:
         named["decisions_file"] = Path(cfg.decisions_file)
     store = store_path(cfg, out_dir)
     if store.exists():
         named["store"] = store
-    return named
+    return cfg, named
 
 
 def _irs_file(inputs: Path) -> Path:
@@ -138,7 +139,7 @@ def review(cfg: ReviewConfig, inputs: Path, out_dir: Path) -> Path:
     out_dir, irs = Path(out_dir), _irs_file(inputs)
     if cfg.decisions_file and not Path(cfg.decisions_file).exists():
         raise FileNotFoundError(f"review.decisions_file {cfg.decisions_file} does not exist")
-    key = stage_key(STAGE, cfg, _key_inputs(cfg, irs, out_dir), module_source(review))
+    key = stage_key(review, cfg, inputs, out_dir)
     if cached(out_dir, key):
         return out_dir
     items = read_items(irs)
@@ -169,8 +170,8 @@ def review(cfg: ReviewConfig, inputs: Path, out_dir: Path) -> Path:
                          f"Look at the teacher's output in {irs}, or raise review.max_reject_rate")
     # The decisions file may have grown the store: key the output by the store as it is now,
     # so that an unchanged re-run is a cache hit.
-    named = _key_inputs(cfg, irs, out_dir)
-    with stage_output(STAGE, out_dir, stage_key(STAGE, cfg, named, module_source(review)), cfg, named) as out:
+    named = key_of(cfg, inputs, out_dir)[1]
+    with stage_output(STAGE, out_dir, stage_key(review, cfg, inputs, out_dir), cfg, named) as out:
         for name, rows in routed.items():
             write_jsonl(out.tmp / f"{name}.jsonl", rows)
         by = Counter(row["review"]["by"] for row in routed["accepted"] + routed["rejected"])
@@ -188,16 +189,7 @@ def review(cfg: ReviewConfig, inputs: Path, out_dir: Path) -> Path:
     return out_dir
 
 
-def _prefect_key(context, parameters: dict) -> str | None:
-    """prefect_cache_key over the named inputs, so a changed store or decisions file re-runs the task."""
-    cfg, out_dir = parameters.get("cfg"), parameters.get("out_dir")
-    if cfg is None or out_dir is None:
-        return None
-    named = _key_inputs(cfg, _irs_file(parameters["inputs"]), Path(out_dir))
-    return prefect_cache_key(context, {**parameters, "inputs": named})
-
-
-@task(name=STAGE, cache_key_fn=_prefect_key, persist_result=True)
+@task(name=STAGE, cache_key_fn=prefect_cache_key, persist_result=True)
 def review_ir(cfg: ReviewConfig, inputs: Path, out_dir: Path) -> Path:
     """Prefect task: pre-checks + file and stored decisions; never pauses (see ``review_in_ui``)."""
     return review(cfg, inputs, out_dir)

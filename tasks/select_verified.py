@@ -21,7 +21,7 @@ from tasks.code_only_records import code_only_record
 from tasks.mix_datasets import is_validation, record_digest
 from tasks.records import read_chat_records, read_jsonl, write_jsonl
 from tasks.reporting import counts_table, publish_table
-from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
+from tasks.stage import cached, prefect_cache_key, stage_key, stage_output
 from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 
 STAGE = "select"
@@ -37,12 +37,23 @@ class SelectConfig(BaseModel):
     min_kept: int = Field(1, ge=0, description="Fail when fewer examples than this survive verification")
 
 
+def files_read(inputs: list[Path]) -> list[Path]:
+    """The generate stage's chat records and the verify stage's results."""
+    generated, verified = (Path(p) for p in inputs)
+    return [generated / name for name in SOURCES] + [verified / "results.jsonl"]
+
+
+def key_of(cfg: SelectConfig, inputs: list[Path], out_dir: Path) -> tuple[SelectConfig, list[Path]]:
+    """The stage key hashes the files read, not the two stages' manifests."""
+    return cfg, files_read(inputs)
+
+
 def select(cfg: SelectConfig, inputs: list[Path], out_dir: Path) -> Path:
     """Filter ``chat_physics.jsonl``/``chat_reasoning.jsonl`` of the generate stage by ``results.jsonl`` of verify."""
     out_dir = Path(out_dir)
     generated, verified = (Path(p) for p in inputs)
-    files = [generated / name for name in SOURCES] + [verified / "results.jsonl"]
-    key = stage_key(STAGE, cfg, files, module_source(select))
+    files = files_read(inputs)
+    key = stage_key(select, cfg, inputs, out_dir)
     if cached(out_dir, key):
         return out_dir
     results = {r["id"]: r for r in read_jsonl(verified / "results.jsonl")}

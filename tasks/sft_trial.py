@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.base_models import resolve_base_model
 from tasks.reporting import say
-from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
+from tasks.stage import cached, prefect_cache_key, stage_key, stage_output
 from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 from tasks.train_sft import SFTStageConfig, build_trainer, last_complete_checkpoint, to_prompt_completion
 
@@ -94,11 +94,16 @@ def eval_curve(log_history: list[dict]) -> dict[int, float]:
     return {int(row["step"]): float(row["eval_loss"]) for row in log_history if "eval_loss" in row}
 
 
+def key_of(spec: TrialSpec, inputs: Path, out_dir: Path) -> tuple[TrialSpec, list[Path]]:
+    """The stage key hashes the mix's two files (not its manifest) and the trial's settings."""
+    return spec, [Path(inputs) / "train.jsonl", Path(inputs) / "val.jsonl"]
+
+
 def run_trial(spec: TrialSpec, inputs: Path, out_dir: Path, best_curve: dict[int, float] | None = None) -> Path:
     """Train and score one trial on ``<mix>/train.jsonl`` + ``val.jsonl``; a cache hit returns at once."""
     out_dir, mix = Path(out_dir), Path(inputs)
     files = [mix / "train.jsonl", mix / "val.jsonl"]
-    key = stage_key(STAGE, spec, files, module_source(run_trial))
+    key = stage_key(run_trial, spec, inputs, out_dir)
     if cached(out_dir, key) is not None:
         return out_dir
     sft = trial_sft(spec)

@@ -30,7 +30,7 @@ import uuid
 import weakref
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from pydantic import BaseModel
 
@@ -86,8 +86,23 @@ class StageKey(str):
         return (str, (str(self),))
 
 
-def stage_key(stage: str, cfg: BaseModel | dict | None, inputs, source: str = "") -> StageKey:
-    """Cache key of one stage run: its config, the contents of its inputs, and its code."""
+def stage_key(stage: Callable, cfg, inputs, out_dir: Path) -> StageKey:
+    """The cache key of one run of a stage: what its manifest records and what Prefect's cache looks up.
+
+    The one place a stage's key is derived: the stage body calls it before computing, and
+    ``prefect_cache_key`` calls it with the task's parameters. ``stage`` is the stage function; its
+    module names the stage (``STAGE``) and, when the key hashes something other than the arguments
+    as given (a subset of the config, the files inside an input directory, a file the config names),
+    says what in ``key_of(cfg, inputs, out_dir) -> (cfg_part, inputs_part)``.
+    """
+    module = inspect.getmodule(stage)
+    key_of = getattr(module, "key_of", None)
+    cfg_part, inputs_part = key_of(cfg, inputs, Path(out_dir)) if key_of else (cfg, inputs)
+    return key_digest(module.STAGE, cfg_part, inputs_part, module_source(stage))
+
+
+def key_digest(stage: str, cfg: BaseModel | dict | None, inputs, source: str = "") -> StageKey:
+    """Hash of a stage's name, its config, the contents of its inputs, and its code."""
     cfg_json = cfg.model_dump_json() if isinstance(cfg, BaseModel) else json.dumps(cfg, sort_keys=True, default=str)
     digests = sorted(input_digests(inputs).values())
     blob = json.dumps([stage, cfg_json, digests, hashlib.sha256(source.encode()).hexdigest()])
@@ -400,15 +415,6 @@ def stage_output(stage: str, out_dir: Path, key: str, cfg, inputs) -> Iterator[S
         _let_go(lock, key)
 
 
-def cache_key_on(key_of):
-    """A ``cache_key_fn`` like ``prefect_cache_key`` for a stage that keys on ``key_of(cfg)`` instead of the whole config."""
-    def cache_key(context, parameters: dict) -> str | None:
-        cfg = parameters.get("cfg")
-        return prefect_cache_key(context, {**parameters, "cfg": key_of(cfg)}) if cfg is not None else None
-
-    return cache_key
-
-
 def code_digest(module: str) -> str:
     """SHA-256 of a module's source file, found without importing it (for code a stage imports lazily)."""
     import importlib.util
@@ -418,18 +424,18 @@ def code_digest(module: str) -> str:
 
 
 def prefect_cache_key(context, parameters: dict) -> str | None:
-    """Prefect ``cache_key_fn``: the stage key, but only while its output is still on disk.
+    """Prefect's ``cache_key_fn`` for every stage: ``stage_key`` of the task's parameters, while its output is on disk.
 
-    Returning None when the output was deleted makes Prefect run the stage again instead of
-    handing back a path to nothing.
+    None (Prefect runs the stage) when ``out_dir`` holds no intact output made with that key, so that
+    Prefect never hands back a path to nothing, and when the key cannot be derived (a missing input,
+    a bad config): the stage then runs and says what is wrong itself.
     """
-    cfg, inputs, out_dir = parameters.get("cfg"), parameters.get("inputs"), parameters.get("out_dir")
-    if out_dir is None:
+    out_dir = parameters.get("out_dir")
+    if out_dir is None or read_manifest(out_dir) is None:
         return None
-    fn = context.task.fn
     try:
-        key = stage_key(context.task.name, cfg, inputs, module_source(fn))
-    except FileNotFoundError:
+        key = stage_key(context.task.fn, parameters.get("cfg"), parameters.get("inputs"), out_dir)
+    except Exception:
         return None
     if not _finished(Path(out_dir), key):
         return None

@@ -47,15 +47,7 @@ from tasks.reporting import (
     publish_table,
     say,
 )
-from tasks.stage import (
-    cache_key_on,
-    cached,
-    code_digest,
-    module_source,
-    read_manifest,
-    stage_key,
-    stage_output,
-)
+from tasks.stage import cached, code_digest, prefect_cache_key, read_manifest, stage_key, stage_output
 from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 
 STAGE = "train_indra"
@@ -117,10 +109,11 @@ class Interrupted(RuntimeError):
     """Raised by a test's ``on_step`` to stop training as a kill would."""
 
 
-def key_config(cfg: TrainIndraConfig) -> dict:
-    """What the stage key hashes: the config and the model's code (imported lazily, so not in module_source)."""
-    return {"config": cfg.model_dump(mode="json", exclude={"threads", "save_every_steps", "keep_checkpoints"}),
-            "model_code": code_digest("tasks.indra_model")}
+def key_of(cfg: TrainIndraConfig, inputs: dict[str, Path], out_dir: Path) -> tuple[dict, dict[str, Path]]:
+    """The stage key hashes the config less its speed and checkpoint settings and the model's code (imported lazily,
+    so not in the stage's module source)."""
+    return ({"config": cfg.model_dump(mode="json", exclude={"threads", "save_every_steps", "keep_checkpoints"}),
+             "model_code": code_digest("tasks.indra_model")}, inputs)
 
 
 def train(cfg: TrainIndraConfig, inputs: dict[str, Path], out_dir: Path,
@@ -129,7 +122,7 @@ def train(cfg: TrainIndraConfig, inputs: dict[str, Path], out_dir: Path,
     out_dir = Path(out_dir)
     inputs = {k: Path(v) for k, v in inputs.items()}
     _check_inputs(cfg, inputs)
-    key = stage_key(STAGE, key_config(cfg), inputs, module_source(train))
+    key = stage_key(train, cfg, inputs, out_dir)
     if cached(out_dir, key):
         return out_dir
     import torch
@@ -332,7 +325,7 @@ def _schedule(cfg: OptimConfig, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
-@task(name=STAGE, cache_key_fn=cache_key_on(key_config), persist_result=True)
+@task(name=STAGE, cache_key_fn=prefect_cache_key, persist_result=True)
 def train_indra(cfg: TrainIndraConfig, inputs: dict[str, Path], out_dir: Path) -> Path:
     """Prefect task: one indra-quantum training run (resumable)."""
     return train(cfg, inputs, out_dir)

@@ -36,7 +36,7 @@ from adapters.base_models import EMBEDDED, resolve_base_model
 from tasks.records import read_chat_records
 from tasks.reporting import counts_table, publish_image, publish_table, say
 from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
-from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output, write_json_atomic
+from tasks.stage import cached, prefect_cache_key, stage_key, stage_output, write_json_atomic
 from tasks.trainer_keys import unknown_trainer_keys
 from tasks.training_log import StepLog, plot_loss_curve
 
@@ -241,11 +241,16 @@ def build_trainer(cfg: SFTStageConfig, base: str, train_rows: list[dict], val_ro
                       peft_config=lora, callbacks=list(callbacks))
 
 
+def key_of(cfg: SFTStageConfig, inputs: Path, out_dir: Path) -> tuple[SFTStageConfig, list[Path]]:
+    """The stage key hashes the mix's two files, not its manifest: a re-mix into the same records is a cache hit."""
+    return cfg, [Path(inputs) / "train.jsonl", Path(inputs) / "val.jsonl"]
+
+
 def train(cfg: SFTStageConfig, inputs: Path, out_dir: Path) -> Path:
     """Fine-tune on ``<mix>/train.jsonl``, evaluate on ``<mix>/val.jsonl``; resumable."""
     out_dir, mix_dir = Path(out_dir), Path(inputs)
     train_file, val_file = mix_dir / "train.jsonl", mix_dir / "val.jsonl"
-    key = stage_key(STAGE, cfg, [train_file, val_file], module_source(train))
+    key = stage_key(train, cfg, inputs, out_dir)
     procs = TrainingProcesses()
     # Process 0 alone asks (a miss takes the output's lock, held until it publishes); the others follow its answer.
     if procs.agree(cached(out_dir, key) is not None if procs.is_main else None):

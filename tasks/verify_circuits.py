@@ -53,7 +53,7 @@ from tasks import barren_plateau, circuit_checks  # run in the sandbox; imported
 from tasks.records import RecordError, read_jsonl, write_jsonl
 from tasks.reporting import StageProgress, publish_table
 from tasks.shards import map_shards, shard_runner
-from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
+from tasks.stage import cached, prefect_cache_key, stage_key, stage_output
 from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 
 STAGE = "verify"
@@ -248,7 +248,7 @@ def verify(cfg: VerifyConfig, inputs: Path | list[Path], out_dir: Path) -> Path:
     """Write ``results.jsonl``, ``passed.jsonl`` (ids) and ``rejects.jsonl`` (with reasons)."""
     out_dir = Path(out_dir)
     paths = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]
-    key = stage_key(STAGE, cfg, paths, module_source(verify))
+    key = stage_key(verify, cfg, inputs, out_dir)
     if cached(out_dir, key):
         return out_dir
     items = read_items(paths)

@@ -18,10 +18,11 @@ from pydantic import ValidationError
 from adapters.lift_ir import IR_SCHEMA, validate_ir
 from adapters.lift_templates import load_templates
 from adapters.teachers import TeacherUnavailable, make_teacher, request_of, task_of
-from tasks.generate_ir import (GenerateIRConfig, ScoreWeights, _cache_key, best_of_n, build_ir_messages, generate,
+from tasks.generate_ir import (GenerateIRConfig, ScoreWeights, best_of_n, build_ir_messages, generate,
                                generate_ir, parse_ir_output, schema_outline, score_ir)
 from tasks.generate_prompts import PromptRow
 from tasks.records import RecordError
+from tasks.stage import prefect_cache_key
 
 BARE = {"intent": {"summary": "Check whether a number is positive"},
         "signature": {"name": "is_positive", "parameters": [{"name": "n", "type_hint": "int"}]}}
@@ -244,7 +245,7 @@ def test_rerun_is_a_cache_hit_until_teacher_or_n_changes(tmp_path, library):
     assert (out / "manifest.json").stat().st_mtime_ns == (again / "manifest.json").stat().st_mtime_ns
     # Prefect's cache key is the stage's own key (so a Prefect re-run is a hit too)
     task_context = SimpleNamespace(task=SimpleNamespace(name=generate_ir.name, fn=generate_ir.fn))
-    prefect_key = _cache_key(task_context, {"cfg": GenerateIRConfig(n=1), "inputs": prompts, "out_dir": out})
+    prefect_key = prefect_cache_key(task_context, {"cfg": GenerateIRConfig(n=1), "inputs": prompts, "out_dir": out})
     assert prefect_key is not None and prefect_key.startswith(first["key"])
     rerun = generate(GenerateIRConfig(n=2), prompts, tmp_path / "ir")
     assert json.loads((rerun / "manifest.json").read_text())["key"] != first["key"]

@@ -10,7 +10,7 @@ from adapters.lab_client import LabUnreachableError
 from adapters.lab_server import reference_lab
 from tasks.harvest_experiments import DegenerateLabError, HarvestConfig, harvest, plan_experiments
 from tasks.records import read_jsonl
-from tasks.stage import stage_key, module_source
+from tasks.stage import stage_key
 
 
 def tiny_plan(**kw) -> HarvestConfig:
@@ -63,7 +63,7 @@ def test_interrupted_harvest_resumes_without_repeating_work(tmp_path, lab):
     rows = read_jsonl(first / "experiments.jsonl")
     # What an interrupted run leaves: the work log with the finished half (and a torn last line).
     out_dir = tmp_path / "second"
-    key = stage_key("harvest", cfg, None, module_source(harvest))
+    key = stage_key(harvest, cfg, None, out_dir)
     log = tmp_path / f".second.work-{key}.jsonl"
     log.write_text("".join(json.dumps(r) + "\n" for r in rows[:9]) + '{"id": "tri-00')
     out = harvest(cfg, None, out_dir)

@@ -6,19 +6,19 @@ import json
 
 import pytest
 
-from tasks.stage import MANIFEST, cached, stage_key, stage_output
+from tasks.stage import MANIFEST, cached, key_digest, stage_output
 
 
 def test_key_changes_with_input_content_not_mtime(tmp_path):
     f = tmp_path / "in.jsonl"
     f.write_text("a\n")
-    k1 = stage_key("s", {"x": 1}, f)
+    k1 = key_digest("s", {"x": 1}, f)
     f.write_text("a\n")  # same bytes, new mtime
-    assert stage_key("s", {"x": 1}, f) == k1
+    assert key_digest("s", {"x": 1}, f) == k1
     f.write_text("b\n")
-    assert stage_key("s", {"x": 1}, f) != k1
-    assert stage_key("s", {"x": 2}, f) != stage_key("s", {"x": 1}, f)
-    assert stage_key("s", {"x": 1}, f, source="v2") != stage_key("s", {"x": 1}, f, source="v1")
+    assert key_digest("s", {"x": 1}, f) != k1
+    assert key_digest("s", {"x": 2}, f) != key_digest("s", {"x": 1}, f)
+    assert key_digest("s", {"x": 1}, f, source="v2") != key_digest("s", {"x": 1}, f, source="v1")
 
 
 def test_output_is_invisible_until_published(tmp_path):

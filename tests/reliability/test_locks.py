@@ -17,7 +17,7 @@ import pytest
 
 from tasks.mix_datasets import MixConfig, mix
 from tasks.records import RecordError
-from tasks.stage import cached, read_manifest, stage_key, stage_lock
+from tasks.stage import cached, key_digest, read_manifest, stage_lock
 from tests.conftest import write_chat_records
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,7 +69,7 @@ def test_a_stage_that_fails_before_publishing_lets_go_of_its_lock_at_once(tmp_pa
 
 def test_the_lock_is_held_from_the_cache_miss_until_the_stage_lets_go_of_its_key(tmp_path):
     out = tmp_path / "shared" / "mix"
-    key = stage_key("mix", {"any": 1}, None)
+    key = key_digest("mix", {"any": 1}, None)
     assert cached(out, key) is None
     lock_file = out.with_name(".mix.lock")
     assert lock_file.read_text().startswith(f"pid {os.getpid()} ")
