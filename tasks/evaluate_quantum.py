@@ -44,6 +44,9 @@ from tasks.verify_circuits import Claims, CircuitVerifier, CodeItem, VerifyConfi
 STAGE = "evaluate"
 LOG_FILE = "validation_log.yaml"
 METRICS = ("syntax_valid", "verified", "symmetry_respected", "bp_free")
+SCORED = ("prompts", *METRICS, "n_qubits_ok")
+TABLE_ROWS = (*SCORED, "humaneval_pass@1", "outcomes", *(f"novel_{k}" for k in SCORED),
+              "generated_tokens", "mean_answer_tokens", "generation_s", "tokens_per_s")
 
 
 class EvaluateConfig(BaseModel):
@@ -143,10 +146,11 @@ def novel_score(prompts: list[EvalPrompt], rows: list[dict]) -> dict:
 
 
 def validation_markdown(results: dict[str, dict]) -> str:
-    """The results as a markdown table, one column per model (what the flow prints and publishes)."""
+    """The results as a markdown table, one column per model, rows in TABLE_ROWS order (what the flow prints and publishes)."""
     names = list(results)
+    present = dict.fromkeys(k for r in results.values() for k in r)  # read back from a manifest, keys come sorted
     lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    for m in dict.fromkeys(k for r in results.values() for k in r):
+    for m in [k for k in TABLE_ROWS if k in present] + [k for k in present if k not in TABLE_ROWS]:
         lines.append(f"| {m} | " + " | ".join(_cell(results[n].get(m)) for n in names) + " |")
     return "\n".join(lines)
 

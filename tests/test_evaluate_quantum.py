@@ -101,8 +101,10 @@ def test_novel_prompts_are_scored_apart_and_tabled(features):
     assert novel_score(prompts, [failed] * 4)["novel_verified"] == 0.0 and novel_score(prompts[:2], rows[:2]) == {}
     results = {"base": {**score(prompts, [failed] * 4), "humaneval_pass@1": None},
                "physics": {**score(prompts, rows), **novel, "humaneval_pass@1": 0.25}}
-    table = validation_markdown(results).splitlines()
+    table = validation_markdown({name: dict(sorted(r.items())) for name, r in results.items()}).splitlines()
     assert table[0] == "| metric | base | physics |"
+    assert [row.split(" | ")[0] for row in table[2:9]] == ["| prompts", "| syntax_valid", "| verified", "| symmetry_respected",
+                                                            "| bp_free", "| n_qubits_ok", "| humaneval_pass@1"]
     assert "| verified | 0 | 0.5 |" in table and "| novel_verified | – | 1 |" in table
     assert "| humaneval_pass@1 | – | 0.25 |" in table and "| outcomes | no_code 4 | no_code 2, passed 2 |" in table
 
