@@ -1,33 +1,25 @@
-"""Stage conventions shared by every labtune task: content hashes, manifests, atomic outputs, locks.
+"""Stage conventions shared by every labtune task: cache keys, manifests, atomic outputs.
 
-A stage writes into a temporary sibling directory, writes ``manifest.json`` last and renames
-the directory into place, so a reader never sees half-written output. A stage whose manifest
-carries the same key (config + input contents + stage source), and whose files still have the
-sizes and digests the manifest recorded, is a cache hit; a damaged output is computed again.
-
-Runs sharing a data dir take turns per stage output: on a miss ``cached`` takes an exclusive
-``flock`` on ``<parent>/.<name>.lock``, held while the stage computes and until ``stage_output``
-has renamed the result into place (or the stage fails and drops its key). A second run of the
-same stage waits there, then finds the first one's output as a cache hit instead of computing it
-again. Temp dirs are unique per writer; one left by a killed run is removed by the next run.
+A stage's key (``stage_key``) hashes its config, the contents of its inputs and the source of its
+module and of every labtune module that one uses; the stage body and Prefect's cache
+(``prefect_cache_key``) both take it from ``stage_key``. A stage writes into a temporary sibling
+directory, writes ``manifest.json`` last and renames the directory into place, so a reader never
+sees half-written output. A stage whose manifest carries the same key, and whose files still have
+the sizes and digests the manifest recorded, is a cache hit; a damaged output is computed again.
+Runs sharing a data dir take turns per output (tasks/stage_locks.py).
 """
 
 from __future__ import annotations
 
 import ctypes
-import fcntl
-import glob
 import hashlib
 import inspect
 import json
 import os
-import re
 import shutil
 import socket
-import threading
 import time
 import uuid
-import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -35,6 +27,7 @@ from typing import Any, Callable, Iterator, Sequence
 from pydantic import BaseModel
 
 from tasks.reporting import say
+from tasks.stage_locks import StageKey, hold_lock, let_go, remove_leftovers
 
 MANIFEST = "manifest.json"
 # Output files up to this size are re-hashed at every cache check; larger ones (model weights, GGUFs)
@@ -72,18 +65,6 @@ def input_digests(inputs: Path | Sequence[Path] | dict[str, Path] | None) -> dic
         # A stage directory is represented by its manifest: cheap, and changes with its contents.
         out[str(p)] = file_digest(p / MANIFEST) if (p / MANIFEST).exists() else file_digest(p)
     return out
-
-
-class StageKey(str):
-    """A stage's cache key. After a miss in ``cached`` it also carries the output's lock, so the lock
-    lives as long as the stage computing that output: ``stage_output`` releases it once the result is
-    in place, and a stage that raises (or returns) before that drops its key and with it the lock.
-    """
-
-    _lock: "_StageLock | None" = None
-
-    def __reduce__(self):  # pickled and copied as a plain string, never with its lock
-        return (str, (str(self),))
 
 
 def stage_key(stage: Callable, cfg, inputs, out_dir: Path) -> StageKey:
@@ -162,12 +143,12 @@ def cached(out_dir: Path, key: str) -> dict | None:
     manifest = _finished(out_dir, key)
     if manifest is not None:
         return manifest
-    lock = _hold_lock(out_dir, key)
+    lock = hold_lock(out_dir, key)
     manifest = _finished(out_dir, key, report=True)
     if manifest is not None and lock is not None:
         if lock.waited_for:
             say(f"[labtune] {out_dir}: finished by {lock.waited_for} while this run waited: a cache hit")
-        _let_go(lock, key)
+        let_go(lock, key)
     return manifest
 
 
@@ -202,133 +183,6 @@ def _damage(out_dir: Path, manifest: dict) -> str | None:
 def _file_facts(path: Path) -> dict:
     size = path.stat().st_size
     return {"bytes": size, "sha256": file_digest(path) if size <= VERIFY_SHA256_MAX_BYTES else None}
-
-
-# ---- locks ---------------------------------------------------------------------------------------------
-
-class _StageLock:
-    """An exclusive ``flock`` on ``<parent>/.<name>.lock``; the file is removed as the lock is let go."""
-
-    def __init__(self, out_dir: Path):
-        self.out_dir = out_dir
-        self.path = out_dir.with_name(f".{out_dir.name}.lock")
-        self.waited_for: str | None = None  # who held the lock when this run had to wait
-        self._fh = None
-
-    @property
-    def held(self) -> bool:
-        return self._fh is not None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            fh = open(self.path, "a+")
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                fh.seek(0)
-                holder = fh.read().strip() or "another run"
-                if self.waited_for is None:
-                    say(f"[labtune] {self.out_dir} is being written by {holder}; waiting for it to finish")
-                self.waited_for = holder
-                fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                current = os.stat(self.path).st_ino == os.fstat(fh.fileno()).st_ino
-            except FileNotFoundError:
-                current = False
-            if current:
-                break
-            fh.close()  # the holder removed the file as it let go: lock the one that is there now
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
-        fh.flush()
-        self._fh = fh
-
-    def release(self) -> None:
-        fh, self._fh = self._fh, None
-        if fh is None:
-            return
-        try:
-            os.unlink(self.path)  # while still locked, so that nobody is left waiting on a removed file
-        except FileNotFoundError:
-            pass
-        fh.close()  # closing lets go of the flock
-
-    def __del__(self) -> None:
-        try:
-            self.release()
-        except Exception:  # interpreter shutdown: the kernel drops the flock with the process anyway
-            pass
-
-
-_held = threading.local()  # per thread: output dir → its lock, while some key or stage_output holds it
-
-
-def _locking() -> bool:
-    """False in the non-zero ranks of a distributed launch (torchrun, accelerate): rank 0 locks for the group."""
-    try:
-        return int(os.environ.get("WORLD_SIZE") or 1) <= 1 or int(os.environ.get("RANK") or 0) == 0
-    except ValueError:
-        return True
-
-
-def _hold_lock(out_dir: Path, key: str | None) -> _StageLock | None:
-    """The output's lock, taken now (waiting for another run) unless this thread already holds it."""
-    if not _locking():
-        return None
-    locks = getattr(_held, "locks", None)
-    if locks is None:
-        locks = _held.locks = weakref.WeakValueDictionary()
-    name = str(Path(out_dir).resolve())
-    lock = locks.get(name)
-    carried = getattr(key, "_lock", None)
-    if carried is not None and carried.held and str(carried.out_dir) == name:
-        lock = carried  # taken by ``cached`` for this key, perhaps on another thread
-    if lock is None or not lock.held:
-        lock = _StageLock(Path(name))
-        lock.acquire()
-        locks[name] = lock
-    if isinstance(key, StageKey):
-        key._lock = lock
-    return lock
-
-
-@contextmanager
-def stage_lock(out_dir: Path) -> Iterator[None]:
-    """Hold ``out_dir``'s lock (after any run writing it has finished): no stage writes it meanwhile."""
-    lock = _hold_lock(Path(out_dir), None)
-    try:
-        yield
-    finally:
-        _let_go(lock, None)
-
-
-def _let_go(lock: _StageLock | None, key: str | None) -> None:
-    if lock is not None:
-        lock.release()
-    if isinstance(key, StageKey):
-        key._lock = None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
-def _remove_leftovers(out_dir: Path) -> None:
-    """Temp and trash dirs of runs that died mid-write (under the lock, no live locking run owns one)."""
-    pattern = re.compile(rf"\.{re.escape(out_dir.name)}\.(?:tmp|old)-(\d+)(?:-[0-9a-f]+)?")
-    for path in out_dir.parent.glob(f".{glob.escape(out_dir.name)}.*-*"):
-        m = pattern.fullmatch(path.name)
-        if m and path.is_dir() and not _alive(int(m.group(1))):
-            shutil.rmtree(path, ignore_errors=True)
-            say(f"[labtune] removed {path}: left behind by a run that stopped mid-write")
 
 
 def _unique_suffix() -> str:
@@ -399,10 +253,10 @@ def _exchange(a: Path, b: Path) -> bool:
 @contextmanager
 def stage_output(stage: str, out_dir: Path, key: str, cfg, inputs) -> Iterator[StageOutput]:
     """Build a stage output in a temp dir; publish it only if the block finishes. Holds the output's lock."""
-    lock = _hold_lock(Path(out_dir), key)
+    lock = hold_lock(Path(out_dir), key)
     try:
         if lock is not None:
-            _remove_leftovers(Path(out_dir))
+            remove_leftovers(Path(out_dir))
         out = StageOutput(stage, out_dir, key, cfg, inputs)
         out.tmp.mkdir(parents=True)
         try:
@@ -412,7 +266,7 @@ def stage_output(stage: str, out_dir: Path, key: str, cfg, inputs) -> Iterator[S
             raise
         out.publish()
     finally:
-        _let_go(lock, key)
+        let_go(lock, key)
 
 
 def code_digest(module: str) -> str:

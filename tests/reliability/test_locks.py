@@ -17,7 +17,8 @@ import pytest
 
 from tasks.mix_datasets import MixConfig, mix
 from tasks.records import RecordError
-from tasks.stage import cached, key_digest, read_manifest, stage_lock
+from tasks.stage import cached, key_digest, read_manifest
+from tasks.stage_locks import stage_lock
 from tests.conftest import write_chat_records
 
 ROOT = Path(__file__).resolve().parents[2]
