@@ -25,13 +25,14 @@ def lab():
         yield url
 
 
-def test_default_plan_is_the_seeds_275(tmp_path):
+def test_default_plan_is_355_experiments_with_60_runs_per_phase(tmp_path):
+    """The seed planned 275 (40 runs per phase); 60 per phase gives the spoken rule's cutoffs enough examples."""
     plan = plan_experiments(HarvestConfig())
     kinds = [p.kind for p in plan]
-    assert (kinds.count("phase"), kinds.count("tri"), kinds.count("discovery"), kinds.count("replay_drift")) == (160, 60, 15, 40)
-    assert len({p.id for p in plan}) == 275
+    assert (kinds.count("phase"), kinds.count("tri"), kinds.count("discovery"), kinds.count("replay_drift")) == (240, 60, 15, 40)
+    assert len({p.id for p in plan}) == 355
     phases = [p.request["phase_type"] for p in plan if p.kind == "phase"]
-    assert {ph: phases.count(ph) for ph in set(phases)} == {ph: 40 for ph in set(phases)} and len(set(phases)) == 4
+    assert {ph: phases.count(ph) for ph in set(phases)} == {ph: 60 for ph in set(phases)} and len(set(phases)) == 4
 
 
 def test_harvest_writes_one_validated_row_per_planned_experiment(tmp_path, lab):
