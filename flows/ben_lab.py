@@ -124,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         from flows.lab_chat import chat
 
         return chat(PROJECT, BenLabConfig, args)
-    return run_flow_cli(ben_lab, PROJECT, BenLabConfig, {**flow_params(args), "lab_url": args.lab_url},
-                        user_errors=(ModelNotBetterError,))  # LabError is a UserInputError already
+    return run_flow_cli(ben_lab, PROJECT, BenLabConfig, {**flow_params(args), "lab_url": args.lab_url})
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tasks.describe_phases import SUMMARY_STATS, fit_calibration, fit_signature
 from tasks.records import RecordError, read_jsonl
 from tasks.reporting import publish_markdown, publish_table, say
-from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
+from tasks.stage import cached, prefect_cache_key, stage_key, stage_output
 from tasks.stage_cli import config_from_args, stage_parser
 
 STAGE = "calibrate"

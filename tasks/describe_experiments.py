@@ -27,7 +27,7 @@ from tasks.lab_concepts import EVAL_PROMPTS, concept_records
 from tasks.records import ChatRecord, RecordError, read_jsonl, write_jsonl
 from tasks.reporting import counts_table, publish_table
 from tasks.stage_cli import config_from_args, stage_parser
-from tasks.stage import cached, module_source, prefect_cache_key, stage_key, stage_output
+from tasks.stage import cached, prefect_cache_key, stage_key, stage_output
 
 STAGE = "describe"
 NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?")

@@ -21,13 +21,14 @@ from pathlib import Path
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters.user_errors import UserInputError
 from tasks.answer_checks import repetition_loop
 from tasks.calibrate_phases import load_calibration
 from tasks.describe_phases import PhaseCalibration
 from tasks.lab_answer_scoring import drift_question, phase_question, prompt_questions, score_answer, tri_question
 from tasks.records import read_jsonl, write_jsonl
 from tasks.reporting import StageProgress, publish_image, publish_markdown, say
-from tasks.stage import cached, module_source, prefect_cache_key, read_manifest, stage_key, stage_output
+from tasks.stage import cached, prefect_cache_key, read_manifest, stage_key, stage_output
 from tasks.stage_cli import config_from_args, stage_parser
 
 STAGE = "evaluate"
@@ -64,7 +65,7 @@ class EvaluateLabConfig(BaseModel):
         return harvest_cfg.model_copy(update=update)
 
 
-class ModelNotBetterError(RuntimeError):
+class ModelNotBetterError(UserInputError, RuntimeError):
     """The trained model does not beat its base on held-out material: it is not installed."""
 
 
