@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import socket
+import time
 import threading
 import weakref
 from contextlib import contextmanager
@@ -57,8 +58,14 @@ class OutputLock:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                fh.seek(0)
-                holder = fh.read().strip() or "another run"
+                holder = ""
+                for _ in range(20):  # the holder writes its name just after taking the lock: give it a moment
+                    fh.seek(0)
+                    holder = fh.read().strip()
+                    if holder:
+                        break
+                    time.sleep(0.025)
+                holder = holder or "another run"
                 if self.waited_for is None:
                     say(f"[labtune] {self.out_dir} is being written by {holder}; waiting for it to finish")
                 self.waited_for = holder
