@@ -87,7 +87,9 @@ def key_digest(stage: str, cfg: BaseModel | dict | None, inputs, source: str = "
     cfg_json = cfg.model_dump_json() if isinstance(cfg, BaseModel) else json.dumps(cfg, sort_keys=True, default=str)
     digests = sorted(input_digests(inputs).values())
     blob = json.dumps([stage, cfg_json, digests, hashlib.sha256(source.encode()).hexdigest()])
-    return StageKey(hashlib.sha256(blob.encode()).hexdigest()[:24])
+    key = StageKey(hashlib.sha256(blob.encode()).hexdigest()[:24])
+    key.made_at = time.time()
+    return key
 
 
 OWN_PACKAGES = ("tasks", "adapters", "flows")
@@ -206,7 +208,8 @@ class StageOutput:
         self.cfg = cfg.model_dump(mode="json") if isinstance(cfg, BaseModel) else cfg
         self.inputs = input_digests(inputs)
         self.tmp = self.out_dir.with_name(f".{self.out_dir.name}.tmp-{_unique_suffix()}")
-        self.started = time.time()
+        # from the key's making: a stage that trains first and opens its output only to save (sft) is timed in full
+        self.started = getattr(key, "made_at", None) or time.time()
         self.counts: dict[str, Any] = {}
         self.metrics: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}

@@ -30,9 +30,11 @@ class StageKey(str):
     """A stage's cache key. After a miss in ``cached`` it also carries the output's lock, so the lock
     lives as long as the stage computing that output: ``stage_output`` releases it once the result is
     in place, and a stage that raises (or returns) before that drops its key and with it the lock.
+    ``made_at`` is when the stage body derived it, before any work: its output's manifest times the run from there.
     """
 
     _lock: "OutputLock | None" = None
+    made_at: float | None = None
 
     def __reduce__(self):  # pickled and copied as a plain string, never with its lock
         return (str, (str(self),))

@@ -43,3 +43,14 @@ def test_a_failing_stage_leaves_the_previous_output_and_no_temp_dir(tmp_path):
     assert (out_dir / "data.txt").read_text() == "old"
     assert cached(out_dir, "k1")
     assert [p.name for p in tmp_path.iterdir()] == ["stage"]
+
+
+def test_the_manifest_times_the_stage_from_its_key_not_from_opening_its_output(tmp_path):
+    """sft trains for minutes, then opens its output only to save: the manifest said 10 s for a 35-minute run."""
+    import time
+
+    key = key_digest("s", {"x": 1}, None)
+    time.sleep(0.3)  # the stage's work, done before it writes its output
+    with stage_output("s", tmp_path / "stage", key, None, None):
+        pass
+    assert json.loads((tmp_path / "stage" / MANIFEST).read_text())["wall_time_s"] >= 0.3
