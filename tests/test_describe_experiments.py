@@ -79,7 +79,7 @@ def test_tri_answers_judge_size_against_this_labs_quartiles(described, calibrate
     for r in (r for r in read_chat_records(described / "chat.jsonl") if r.kind == "tri"):
         tri, answer = r.meta["grounding"]["tri_physics"], r.messages[2].content
         word = "large" if tri > scale["q75"] else "small" if tri < scale["q25"] else "typical"
-        assert answer.startswith(f"A TRI of {tri:.3f} on the physics features, against this lab's quartiles "
+        assert answer.startswith(f"TRI {tri:.3f} on the physics features, against this lab's quartiles "
                                  f"{scale['q25']:.3f} and {scale['q75']:.3f}"), "the number and the scale come first"
         assert f": {word} for this lab" in answer, "then the verdict"
 
@@ -93,8 +93,21 @@ def test_drift_answers_give_the_number_and_scale_before_the_verdict(described, c
     for r in drift_records:
         final, answer = r.meta["grounding"]["drift_physics"][-1], r.messages[2].content
         word = "large" if final > scale["q75"] else "small" if final < scale["q25"] else "typical"
-        assert answer.startswith(f"A final drift of {final:.3f} at depth ")
+        assert answer.startswith(f"Drift {final:.3f} at the deepest replay (depth ")
         assert answer.index(f"quartiles {scale['q25']:.3f} and {scale['q75']:.3f}") < answer.index(verdicts[word])
+
+
+def test_tri_and_drift_questions_come_in_many_wordings_none_of_them_the_evaluations(described):
+    """Three fixed templates each: the model took a held-out TRI question for a drift question."""
+    from tasks.lab_answer_scoring import DRIFT_TEMPLATE, TRI_TEMPLATE
+
+    for kind, held_out in (("tri", TRI_TEMPLATE), ("replay_drift", DRIFT_TEMPLATE)):
+        questions = [r.messages[1].content for r in read_chat_records(described / "chat.jsonl") if r.kind == kind]
+        openers = {q.split(":")[0].split(",")[0][:12] for q in questions}
+        closers = {q.rsplit(". ", 1)[-1] for q in questions}
+        assert len(openers) >= 3 and len(closers) >= 3, (kind, openers, closers)
+        held_open, held_close = held_out.split(" {")[0], held_out.rsplit(". ", 1)[-1]
+        assert not any(q.startswith(held_open) or q.endswith(held_close) for q in questions), kind
 
 
 def test_users_lab_answers_judge_physics_not_timing(tmp_path):
@@ -108,7 +121,7 @@ def test_users_lab_answers_judge_physics_not_timing(tmp_path):
     for rec in read_chat_records(out / "chat.jsonl"):
         if rec.kind == "tri":
             exp = experiments[rec.meta["experiment_id"]]
-            assert f"A TRI of {exp['physics']['tri']:.3f} on the physics features" in rec.messages[2].content
+            assert f"TRI {exp['physics']['tri']:.3f} on the physics features" in rec.messages[2].content
 
 
 def test_checker_catches_an_invented_number():

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from flows.ben_lab import BenLabConfig, ben_lab, main
+from tests.cache_keys import check_keys, recording_cache_keys
 from tests.plans import TINY_SFT
 
 TINY = ["harvest.phase_runs_per_type=4", "harvest.tri_runs=8", "harvest.discovery_runs=2", "harvest.drift_runs=8",
@@ -31,13 +32,14 @@ def first_run(prefect_harness, tmp_path_factory, model_cache):
     os.environ["OLLAMA_HOST"] = "http://127.0.0.1:9"  # nothing listens: the install must say it did not happen
     data = tmp_path_factory.mktemp("flow") / "data"
     overrides = TINY + [f"sft.model_cache_dir={model_cache}"]
-    summary = ben_lab(data_dir=str(data), overrides=overrides)
-    return data, overrides, summary
+    with recording_cache_keys() as key_requests:
+        summary = ben_lab(data_dir=str(data), overrides=overrides)
+    return data, overrides, summary, key_requests
 
 
 @pytest.mark.slow
 def test_flow_trains_exports_and_reports(first_run):
-    data, _, summary = first_run
+    data, _, summary, _ = first_run
     root = data / "ben_lab"
     assert json.loads((root / "summary.json").read_text()) == summary
     assert summary["counts"]["harvest"]["total"] == 34 and summary["counts"]["describe"]["experiments"] == 34
@@ -57,10 +59,16 @@ def test_flow_trains_exports_and_reports(first_run):
 
 
 @pytest.mark.slow
+def test_every_stage_prefect_key_is_its_manifest_key(first_run):
+    *_, key_requests = first_run
+    assert check_keys(key_requests) == {"harvest", "calibrate", "describe", "mix", "sft", "export", "evaluate", "install"}
+
+
+@pytest.mark.slow
 def test_exported_gguf_loads_in_llama_cpp_and_answers(first_run):
     from adapters.llama_cpp import GgufModel, render_chat_template
 
-    _, _, summary = first_run
+    _, _, summary, _ = first_run
     with GgufModel(Path(summary["gguf"]["q8_0"])) as model:
         prompt = render_chat_template(model.chat_template, [{"role": "user", "content": "Which phase has string order 0.98?"}],
                                       bos_token=model.bos_token, eos_token=model.eos_token)
@@ -70,15 +78,18 @@ def test_exported_gguf_loads_in_llama_cpp_and_answers(first_run):
 
 @pytest.mark.slow
 def test_rerun_with_nothing_changed_reexecutes_no_stage(first_run):
-    data, overrides, _ = first_run
+    data, overrides, *_ = first_run
     before = manifests(data / "ben_lab")
     ben_lab(data_dir=str(data), overrides=overrides)
     assert manifests(data / "ben_lab") == before
 
 
 @pytest.mark.slow
-def test_changing_an_sft_setting_reruns_only_sft_and_later(first_run):
-    data, overrides, _ = first_run
+def test_changing_an_sft_setting_reruns_only_sft_and_later(first_run, tmp_path):
+    import shutil
+
+    data, overrides, *_ = first_run
+    data = Path(shutil.copytree(data, tmp_path / "copy"))  # the other tests keep the first run's model
     before = manifests(data / "ben_lab")
     ben_lab(data_dir=str(data), overrides=overrides + ["sft.lora.dropout=0.1"])
     after = manifests(data / "ben_lab")
@@ -89,7 +100,7 @@ def test_changing_an_sft_setting_reruns_only_sft_and_later(first_run):
 def test_chat_runs_a_lab_experiment_and_the_model_answers(first_run):
     from flows.lab_chat import chat
 
-    data, overrides, _ = first_run
+    data, overrides, *_ = first_run
     said: list[str] = []
     args = Namespace(config=None, profile="local", data_dir=data, overrides=overrides, lab_url=None)
     stdin = io.StringIO("/run phase_type=spt_cluster system_size=8 depth=2 seed=5\nquit\n")
@@ -148,7 +159,7 @@ def test_a_lab_answer_that_breaks_the_api_is_one_line_and_exit_2(tmp_path):
 
 @pytest.mark.slow
 def test_install_is_refused_when_the_model_does_not_beat_its_base(first_run, capsys):
-    data, overrides, _ = first_run
+    data, overrides, *_ = first_run
     gated = overrides + ["evaluate.gate_install=true", "evaluate.min_gain=1.0"]  # no model gains 1.0: always refused
     code = main(["--data-dir", str(data), *[arg for o in gated for arg in ("--set", o)]])
     err = capsys.readouterr().err

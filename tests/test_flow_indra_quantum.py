@@ -11,6 +11,7 @@ import yaml
 
 from flows.config import CONFIG_DIR, ConfigError, load_config
 from flows.indra_quantum import PROJECT, IndraQuantumConfig, indra_quantum, main
+from tests.cache_keys import check_keys, recording_cache_keys
 from tests.conftest import write_chat_records
 
 
@@ -72,7 +73,9 @@ TINY = ["data.sources.lab_chats.max_tokens=1500", "data.sources.teacher_text.pro
 def test_flow_trains_the_ablation_and_reports_it(prefect_harness, data_dir, model_cache):
     write_chat_records(data_dir / "ben_lab" / "mix" / "train.jsonl", 40)  # as if ben-lab had run
     overrides = TINY + [f"sft.model_cache_dir={model_cache}"]
-    summary = indra_quantum(data_dir=str(data_dir), overrides=overrides)
+    with recording_cache_keys() as key_requests:
+        summary = indra_quantum(data_dir=str(data_dir), overrides=overrides)
+    assert check_keys(key_requests) == {"indra_data", "indra_teacher", "train_indra", "evaluate_indra"}
     root = data_dir / "indra_quantum"
     assert json.loads((root / "summary.json").read_text()) == summary
 

@@ -9,6 +9,7 @@ import pytest
 from flows.config import load_config
 from flows.lift_sys import PROJECT, LiftSysConfig, data_stages, lift_sys
 from flows.runner import StageTimer
+from tests.cache_keys import check_keys, recording_cache_keys
 from tests.plans import TINY_SFT
 
 # IR chat records run past TINY_SFT's 384 tokens (an IR alone is up to ~380), so this plan keeps 512
@@ -22,7 +23,10 @@ def test_flow_runs_offline_and_reuses_review_decisions(prefect_harness, tmp_path
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     data = tmp_path / "data"
     overrides = TINY + [f"sft.model_cache_dir={model_cache}"]
-    summary = lift_sys(data_dir=str(data), overrides=overrides)
+    with recording_cache_keys() as key_requests:
+        summary = lift_sys(data_dir=str(data), overrides=overrides)
+    assert check_keys(key_requests) == {"prompts", "generate_ir", "review", "negatives", "compose", "sft", "export",
+                                        "install", "evaluate_ir"}
     root = data / "lift_sys"
     assert json.loads((root / "summary.json").read_text()) == summary
     assert summary["teacher"] == "oracle" and summary["schema_validity_of_teacher"] == 1.0

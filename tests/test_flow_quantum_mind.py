@@ -10,6 +10,7 @@ import yaml
 from flows.config import load_config
 from flows.quantum_mind import PROJECT, QuantumMindConfig, code_only_source, data_stages, main
 from flows.runner import StageTimer
+from tests.cache_keys import check_keys, recording_cache_keys
 
 HELD_OUT = "kuramoto_sivashinsky_1d"  # configs/quantum_mind.yaml generate.holdout_datasets
 # Its own SFT plan rather than TINY_SFT: at other settings this model's digits became near-ties that llama.cpp and
@@ -74,10 +75,13 @@ def test_flow_compares_physics_with_code_only_on_novel_physics(prefect_harness, 
 
     # without it (any offline machine): the whole flow from the CLI, the code-only model trained on the same circuits
     upstream = {stage: (root / stage / "manifest.json").read_text() for stage in ("encode", "generate", "verify", "select")}
-    assert main(["--data-dir", str(data), *(arg for o in overrides for arg in ("--set", o))]) == 0
+    with recording_cache_keys() as key_requests:
+        assert main(["--data-dir", str(data), *(arg for o in overrides for arg in ("--set", o))]) == 0
     printed = capsys.readouterr().out
     summary = json.loads((root / "summary.json").read_text())
     assert upstream == {stage: (root / stage / "manifest.json").read_text() for stage in upstream}  # cache hits
+    assert check_keys(key_requests) == {"encode", "generate", "verify", "select", "instruct", "mix", "sft", "export",
+                                        "install", "evaluate"}
     shares = {s["source"]: s["share"] for s in summary["mix"]["sources"]}
     assert summary["mix"]["dropped_sources"] == ["quantum_llm_instruct"]
     assert set(shares) == {"physics_augmented", "physics_reasoning"}

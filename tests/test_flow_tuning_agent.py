@@ -7,6 +7,7 @@ import json
 import pytest
 
 from flows.tuning_agent import tuning_agent
+from tests.cache_keys import check_keys, recording_cache_keys
 from tests.test_flow_ben_lab import TINY as BEN_LAB_TINY
 
 PROJECT_OVERRIDES = [o for o in BEN_LAB_TINY if o.split("=")[0].split(".")[0] in ("harvest", "mix")]
@@ -20,7 +21,9 @@ def test_search_finds_a_setting_better_than_the_projects_and_exports_it(prefect_
                  "tune.fmqa.solvers=[qaoa, exact]", "tune.trial.steps=2", "tune.trial.eval_every=1",
                  "tune.trial.max_eval_records=6", "export.parity_prompts=2", "export.outtypes=[f16]", "install.quant=f16",
                  "install.retries=0"]
-    summary = tuning_agent(data_dir=str(tmp_path / "data"), overrides=overrides)
+    with recording_cache_keys() as key_requests:
+        summary = tuning_agent(data_dir=str(tmp_path / "data"), overrides=overrides)
+    assert check_keys(key_requests) == {"harvest", "calibrate", "describe", "mix", "trial", "best", "export", "install"}
     root = tmp_path / "data" / "tuning_agent"
     assert json.loads((root / "summary.json").read_text()) == summary
     assert {m: s["trials"] for m, s in summary["methods"].items()} == {"fmqa": 4, "random": 4}
