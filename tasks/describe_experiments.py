@@ -118,19 +118,20 @@ def _describe_tri(row: dict, scale: dict) -> tuple[str, str, dict]:
     req, res = row["request"], row["response"]
     tri = physics_tri(row)
     ctx = {"tri_physics": tri, "lab_scale": scale}
-    q = questions.phrase(questions.TRI, row["id"], phase_type=req["phase_type"], n=fmt(req["system_size"]),
+    q = questions.composed(questions.TRI_OPENERS, questions.TRI_CLOSERS, row["id"], phase_type=req["phase_type"], n=fmt(req["system_size"]),
                          depth=fmt(req["depth"]), bias=fmt(req["bias"]), lab_tri=fmt(res["TRI"]), tri=fmt(tri),
                          reverse=fmt(res["params"].get("reverse_bias", 1 - req["bias"])))
     # The number and this lab's quartiles first, the verdict after them: answering "Large/Small" first, the
-    # model had to decide before it had written the number, and called nearly every TRI small.
+    # model had to decide before it had written the number, and called nearly every TRI small. The answer opens
+    # with its quantity's name ("TRI", "Drift"): after "A final ..." the model wrote "depth" as often as "drift".
     verdict = {"large": "large for this lab: the forward and reverse preparations end in clearly different states",
                "small": "small for this lab: the forward and reverse preparations nearly agree",
                "typical": "typical for this lab: a moderate asymmetry between the forward and reverse preparations"}
     if has_scale(scale):
-        a = (f"A TRI of {fmt(tri)} on the physics features, against this lab's quartiles {fmt(scale['q25'])} and "
+        a = (f"TRI {fmt(tri)} on the physics features, against this lab's quartiles {fmt(scale['q25'])} and "
              f"{fmt(scale['q75'])} (median {fmt(scale['q50'])}): {verdict[size_word(tri, scale)]}.")
     else:
-        a = f"A TRI of {fmt(tri)} on the physics features: too few TRI runs in this harvest to compare it with."
+        a = f"TRI {fmt(tri)} on the physics features: too few TRI runs in this harvest to compare it with."
     return q, a, ctx
 
 
@@ -160,7 +161,7 @@ def _describe_drift(row: dict, peers: dict[str, float], scale: dict) -> tuple[st
     runs, drifts = res["runs"], physics_drift(row)
     final = drifts[-1]
     ctx = {"mean_final_drift_by_phase": peers, "drift_physics": drifts, "lab_scale": scale}
-    q = questions.phrase(questions.DRIFT, row["id"], phase_type=res["phase_type"], n=fmt(req["system_size"]),
+    q = questions.composed(questions.DRIFT_OPENERS, questions.DRIFT_CLOSERS, row["id"], phase_type=res["phase_type"], n=fmt(req["system_size"]),
                          base=fmt(res["base_depth"]), depths=", ".join(fmt(r["depth"]) for r in runs),
                          drifts=", ".join(fmt(d) for d in drifts),
                          steps=", ".join(f"depth {fmt(r['depth'])}: drift {fmt(d)}" for r, d in zip(runs, drifts)))
@@ -172,7 +173,7 @@ def _describe_drift(row: dict, peers: dict[str, float], scale: dict) -> tuple[st
                "large": "strongly sensitive to replay depth"}[size_word(final, scale)]
     quartiles = (f", against this lab's quartiles {fmt(scale['q25'])} and {fmt(scale['q75'])}" if has_scale(scale) else "")
     # The final drift and the lab's scale first, then the verdict (as for TRI: no verdict before its number).
-    a = (f"A final drift of {fmt(final)} at depth {fmt(runs[-1]['depth'])}{quartiles}: {verdict} for this lab. The drift "
+    a = (f"Drift {fmt(final)} at the deepest replay (depth {fmt(runs[-1]['depth'])}){quartiles}: {verdict} for this lab. The drift "
          f"of {res['phase_type']} {trend}; its mean final drift in this harvest is {fmt(peers[res['phase_type']])}.")
     return q, a, ctx
 

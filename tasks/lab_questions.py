@@ -47,28 +47,39 @@ def phase_question(key: str, values: dict[str, str], **context) -> str:
     return f"{opener} {rng.choice(PHASE_CLOSERS)}"
 
 
-TRI = (
+# TRI and drift questions are composed the same way: an opener naming the quantity in one of several ways, a
+# closing question. With three fixed templates each, the model met a held-out TRI question ("... differ by
+# 0.393 ...") as a drift question and answered "A final depth of ...".
+TRI_OPENERS = (
     "The time-reversal test (TRI) on {phase_type} with system_size={n}, depth={depth}, bias {bias} against reverse "
-    "bias {reverse} gave TRI = {lab_tri}, {tri} on the physics features. How large is that?",
-    "TRI for {phase_type} ({n} sites, depth {depth}) at bias {bias} vs {reverse}: {tri} on the physics features. "
-    "Large or small?",
-    "My /tri run on {phase_type} gave a physics-feature distance of {tri} between bias {bias} and {reverse}. "
-    "How does that compare with this lab?",
+    "bias {reverse} gave TRI = {lab_tri}, {tri} on the physics features.",
+    "TRI for {phase_type} ({n} sites, depth {depth}) at bias {bias} vs {reverse}: {tri} on the physics features.",
+    "My /tri run on {phase_type} gave a physics-feature distance of {tri} between bias {bias} and {reverse}.",
+    "I prepared {phase_type} forward at bias {bias} and in reverse at {reverse}; the two end states are {tri} apart "
+    "in feature space.",
+    "{phase_type}, {n} sites: time-reversal asymmetry {tri} (bias {bias} forward, {reverse} reverse).",
+    "Forward/reverse comparison on {phase_type} at depth {depth}: TRI {tri}.",
 )
-DRIFT = (
-    "Replay drift for {phase_type} at system_size={n}, base depth {base}: {steps}. Is this phase stable under "
-    "deeper replays?",
-    "Drift of {phase_type} at depths {depths}: {drifts}. Stable or not?",
-    "/replay_drift on {phase_type} (system_size {n}) moved the physics features by {drifts} at depths {depths}. "
-    "How sensitive is it to depth?",
+TRI_CLOSERS = ("How large is that?", "Large or small?", "How does that compare with this lab?",
+               "Is that a lot for this lab?", "Is the asymmetry big?", "Big or small, for this lab?")
+DRIFT_OPENERS = (
+    "Replay drift for {phase_type} at system_size={n}, base depth {base}: {steps}.",
+    "Drift of {phase_type} at depths {depths}: {drifts}.",
+    "/replay_drift on {phase_type} (system_size {n}) moved the physics features by {drifts} at depths {depths}.",
+    "{phase_type} replayed at depths {depths} drifted {drifts} in feature space.",
+    "Deeper replays of {phase_type} on {n} sites (depths {depths}) gave feature drifts {drifts}.",
+    "I re-ran {phase_type} at depths {depths}; relative to the base run the features shifted {drifts}.",
 )
+DRIFT_CLOSERS = ("Is this phase stable under deeper replays?", "Stable or not?", "How sensitive is it to depth?",
+                 "Does it survive deeper circuits?", "Is that drift large for this lab?", "How robust is it to depth?")
+
+
+def composed(openers: tuple[str, ...], closers: tuple[str, ...], key: str, **values) -> str:
+    """An opener and a closing question, both picked per ``key``, filled with ``values``."""
+    rng = random.Random(pick(key, 2**32))
+    return f"{rng.choice(openers).format(**values)} {rng.choice(closers)}"
 
 
 def pick(key: str, n: int) -> int:
     """A stable choice among ``n`` for a record id."""
     return int(hashlib.sha256(key.encode()).hexdigest(), 16) % n
-
-
-def phrase(templates: tuple[str, ...], key: str, **values) -> str:
-    """One of ``templates``, chosen by ``key``, filled with ``values``."""
-    return templates[pick(key, len(templates))].format(**values)
