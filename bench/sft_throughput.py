@@ -125,7 +125,7 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from adapters.base_models import EMBEDDED, resolve_base_model
+    from adapters.models.base_models import EMBEDDED, resolve_base_model
     from tasks.train_sft import to_prompt_completion
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,7 +15,7 @@ from typing import Literal
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from adapters.teacher_logits import TeacherError
+from adapters.models.teacher_logits import TeacherError
 from adapters.user_errors import one_line, user_error_types
 from flows.config import ProjectConfig, add_common_args, load_config
 from flows.runner import StageTimer, flow_params, user_errors_printed_once

@@ -223,7 +223,7 @@ class OllamaChat:
     """The installed Ollama model (its Modelfile carries the template and stop tokens)."""
 
     def __init__(self, host: str, model: str):
-        from adapters.ollama import OllamaServer
+        from adapters.models.ollama import OllamaServer
 
         self.server, self.model = OllamaServer(host), model
         self.server.ping()
@@ -242,15 +242,15 @@ def open_model(summary: dict, host: str) -> tuple[ChatModel, str]:
     path = gguf.get("q8_0") or gguf.get("f16")
     if not path or not Path(path).exists():
         raise RuntimeError("no exported GGUF found: run the flow first (python -m flows.ben_lab)")
-    from adapters.llama_cpp import GgufChat
+    from adapters.models.llama_cpp import GgufChat
 
     return GgufChat(Path(path)), f"llama.cpp on {path}"
 
 
 def chat(project: str, config_model, args, stdin=sys.stdin, say: Callable[[str], None] = print) -> int:
     """The interactive loop behind ``python -m flows.<project> chat``."""
-    from adapters.lab_client import LabClient, LabError
-    from adapters.lab_server import reference_lab
+    from adapters.lab.lab_client import LabClient, LabError
+    from adapters.lab.lab_server import reference_lab
     from flows.config import load_config
 
     extra = {"data_dir": str(args.data_dir)} if args.data_dir else {}

@@ -1,5 +1,5 @@
 """Barren-plateau status of a circuit: the variance, over random initialisations, of the gradients of a
-local cost. Runs inside the sandbox (adapters/sandbox.py) on circuits exported by
+local cost. Runs inside the sandbox (adapters/sandbox/jobs.py) on circuits exported by
 tasks/circuit_checks.py; tasks/verify_circuits.py calls ``barren_plateaus`` once per batch of circuit
 structures (parameters unbound), for items that passed their checks.
 

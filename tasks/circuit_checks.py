@@ -1,4 +1,4 @@
-"""Physics checks of a code block's circuits. They run inside the sandbox (adapters/sandbox.py), called
+"""Physics checks of a code block's circuits. They run inside the sandbox (adapters/sandbox/jobs.py), called
 by tasks/verify_circuits.py; nothing here trusts the code.
 
 * ``export_circuits(ns, args)`` runs in the code's own process after the code ran: it takes

@@ -28,7 +28,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from adapters import the_well
+from adapters.well import the_well
 from tasks import physics_features
 from tasks.physics_features import (
     AXES,
@@ -275,7 +275,7 @@ def physics_record(measured: dict) -> PhysicsFeatures:
 def _generate(cfg: EncodeConfig, out_dir: Path) -> Path:
     target = out_dir.parent / "well_data"  # generate_default writes target / "datasets", as well_sources expects
     say(f"[encode] no source configured: using labtune's embedded Well datasets in {target} (generated when missing)")
-    from adapters.well_solvers import generate_default
+    from adapters.well.well_solvers import generate_default
 
     return generate_default(target, cfg.generator_seed)
 

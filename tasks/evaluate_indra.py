@@ -22,7 +22,7 @@ from pathlib import Path
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.base_models import resolve_base_model
+from adapters.models.base_models import resolve_base_model
 from tasks.indra_data import add_input_args, cli_inputs, load_blocks
 from tasks.indra_plots import plot_ablation
 from tasks.reporting import publish_image, publish_markdown, publish_table, say

@@ -36,7 +36,7 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adapters.lift_ir import IR_SCHEMA
-from adapters.sandbox import Sandbox, SandboxJob
+from adapters.sandbox.jobs import Sandbox, SandboxJob
 from adapters.teachers import TeacherError, TeacherUnavailable
 from tasks.code_blocks import code_closed, extract_code
 from tasks.compose_ir_dataset import SYSTEM_PROMPT, request_messages
@@ -214,7 +214,7 @@ def run_tests(cfg: EvaluateIRConfig, rows: list[EvalRow], judged: dict[str, list
     if not runnable:
         return
     with Sandbox(workers=1, timeout_s=cfg.test_timeout_s, preload=("numpy",)) as sandbox:
-        jobs = [SandboxJob("adapters.sandbox:module_globals", {"names": ["__results__"]},
+        jobs = [SandboxJob("adapters.sandbox.jobs:module_globals", {"names": ["__results__"]},
                            tests_program(j["code"], row.function_name or j["ir"]["signature"]["name"], row.tests))
                 for row, j in runnable]
         for (row, j), result in zip(runnable, sandbox.map(jobs)):

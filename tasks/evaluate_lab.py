@@ -156,7 +156,7 @@ def _models(export_dir: Path) -> dict[str, Path]:
 
 
 def _answer_all(name: str, path: Path, items: list[dict], cfg: EvaluateLabConfig, progress) -> list[dict]:
-    from adapters.llama_cpp import GgufChat
+    from adapters.models.llama_cpp import GgufChat
 
     rows = []
     with GgufChat(path, n_ctx=2048, n_threads=cfg.n_threads) as chat:

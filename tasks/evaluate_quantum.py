@@ -31,7 +31,7 @@ import yaml
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from adapters.sandbox import SandboxJob
+from adapters.sandbox.jobs import SandboxJob
 from tasks.code_blocks import code_closed, extract_code
 from tasks.generate_physics_examples import read_features
 from tasks.quantum_eval_prompts import EvalPrompt, build_prompts
@@ -115,7 +115,7 @@ def humaneval_program(t: HumanEvalTask, completion: str) -> str:
 
 
 def humaneval_jobs(tasks: list[HumanEvalTask], completions: list[str], timeout_s: float) -> list[SandboxJob]:
-    return [SandboxJob("adapters.sandbox:module_globals", {"names": ["__name__"]}, humaneval_program(t, c), timeout_s=timeout_s)
+    return [SandboxJob("adapters.sandbox.jobs:module_globals", {"names": ["__name__"]}, humaneval_program(t, c), timeout_s=timeout_s)
             for t, c in zip(tasks, completions)]
 
 
@@ -171,7 +171,7 @@ def _no_code_row(item_id: str) -> dict:
 def answer_models(cfg: EvaluateConfig, models: dict[str, Path], prompts: list[EvalPrompt],
                   tasks: list[HumanEvalTask]) -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, dict]]:
     """Every model's answers to the prompts and HumanEval tasks, and its decoding throughput."""
-    from adapters.llama_cpp import GgufChat
+    from adapters.models.llama_cpp import GgufChat
 
     answers, completions, speed = {}, {}, {}
     total = len(models) * (len(prompts) + len(tasks))

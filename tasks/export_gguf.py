@@ -26,7 +26,7 @@ from typing import Literal
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from adapters.llama_cpp import GgufModel, LlamaCppError, convert_hf, convert_lora, render_chat_template, resolve_llama_cpp_dir
+from adapters.models.llama_cpp import GgufModel, LlamaCppError, convert_hf, convert_lora, render_chat_template, resolve_llama_cpp_dir
 from tasks.gguf_parity import conversation_ids, measure, parity_failure, summarize
 from tasks.records import read_chat_records
 from tasks.reporting import StageProgress, counts_table, publish_table

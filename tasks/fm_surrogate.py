@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adapters.qubo import QUBO
+from adapters.qubo.qubo import QUBO
 
 
 @dataclass

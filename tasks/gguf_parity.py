@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from adapters.llama_cpp import GgufModel, LlamaCppError
+from adapters.models.llama_cpp import GgufModel, LlamaCppError
 
 CHUNK = 64  # rows of [positions, vocab] handled at once, to bound float64 temporaries
 

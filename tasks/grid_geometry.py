@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from adapters.the_well import GRID_TYPES, Trajectory
+from adapters.well.the_well import GRID_TYPES, Trajectory
 
 SPHERICAL_AXES = ("r", "theta", "phi")
 CARTESIAN_ONLY = {

@@ -25,7 +25,7 @@ from typing import Literal
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.lab_client import LabClient, LabError, LabServerError
+from adapters.lab.lab_client import LabClient, LabError, LabServerError
 from tasks.lab_responses import physics_view, remember, screen
 from tasks.reporting import StageProgress, counts_table, publish_table, say
 from tasks.stage_cli import config_from_args, stage_parser
@@ -235,7 +235,7 @@ def _lab(cfg: HarvestConfig):
     if cfg.lab_url:
         yield cfg.lab_url.rstrip("/")
         return
-    from adapters.lab_server import reference_lab
+    from adapters.lab.lab_server import reference_lab
 
     say("[harvest] no lab URL configured: starting labtune's reference lab on loopback")
     with reference_lab() as url:

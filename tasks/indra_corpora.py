@@ -121,7 +121,7 @@ def teacher_gguf(src: TeacherTextSource) -> Path:
         if not path.is_file():
             raise FileNotFoundError(f"teacher_text.gguf {path} does not exist")
         return path
-    from adapters.base_models import embedded_gguf
+    from adapters.models.base_models import embedded_gguf
 
     return embedded_gguf()
 
@@ -208,7 +208,7 @@ def chat_record_docs(files: list[Path]) -> list[str]:
 
 def teacher_docs(src: TeacherTextSource, gguf: Path, cache_dir: Path) -> list[str]:
     """The teacher's greedy answers to the fixed prompts; answers already written are read from the cache."""
-    from adapters.llama_cpp import GgufChat
+    from adapters.models.llama_cpp import GgufChat
     from tasks.stage import file_digest
 
     prompts = teacher_prompts(src.prompts)

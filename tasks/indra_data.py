@@ -25,7 +25,7 @@ import numpy as np
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.base_models import EMBEDDED, resolve_base_model
+from adapters.models.base_models import EMBEDDED, resolve_base_model
 from adapters.user_errors import UserInputError
 from tasks.indra_corpora import (
     ChatRecordsSource,

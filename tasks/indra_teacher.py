@@ -23,8 +23,8 @@ import numpy as np
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.base_models import EMBEDDED, embedded_gguf, resolve_base_model
-from adapters.teacher_logits import GgufTopK, HFTopK, TeacherError, same_tokenizer
+from adapters.models.base_models import EMBEDDED, embedded_gguf, resolve_base_model
+from adapters.models.teacher_logits import GgufTopK, HFTopK, TeacherError, same_tokenizer
 from tasks.indra_data import load_blocks
 from tasks.reporting import StageProgress, counts_table, publish_table, say
 from tasks.stage import cached, prefect_cache_key, read_manifest, stage_key, stage_output, write_json_atomic
@@ -67,7 +67,7 @@ def teacher_files(cfg: TeacherConfig) -> list[Path]:
 
 
 def open_teacher(cfg: TeacherConfig, n_ctx: int, data_root: Path):
-    """The configured teacher as a top-k scorer (adapters/teacher_logits.py)."""
+    """The configured teacher as a top-k scorer (adapters/models/teacher_logits.py)."""
     if backend_of(cfg) == "llama_cpp":
         return GgufTopK(teacher_files(cfg)[0], n_ctx=n_ctx, n_threads=cfg.n_threads)
     name = resolve_base_model(cfg.model, cfg.model_cache_dir or Path(data_root) / "cache" / "models")

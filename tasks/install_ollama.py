@@ -22,8 +22,8 @@ from typing import Literal
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.llama_cpp import render_chat_template
-from adapters.ollama import CHATML_STOPS, OllamaServer, OllamaUnavailable, chatml_template, default_host, modelfile_text
+from adapters.models.llama_cpp import render_chat_template
+from adapters.models.ollama import CHATML_STOPS, OllamaServer, OllamaUnavailable, chatml_template, default_host, modelfile_text
 from tasks.reporting import counts_table, publish_table, say
 from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser
 from tasks.stage import cached, prefect_cache_key, read_manifest, stage_key, stage_output

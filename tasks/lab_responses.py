@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from adapters.lab_client import LabResponseError
+from adapters.lab.lab_client import LabResponseError
 
 FINGERPRINT_DIGITS = 6
 

@@ -32,7 +32,7 @@ import math
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.the_well import Trajectory
+from adapters.well.the_well import Trajectory
 from tasks.grid_geometry import (
     cell_volumes,
     extents,

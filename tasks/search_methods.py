@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.solver_choice import solve_in_order
+from adapters.qubo.solver_choice import solve_in_order
 from tasks.fm_surrogate import fit_fm, one_hot_penalty_weight
 from tasks.reporting import say
 from tasks.search_space import Point, SearchSpace

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from adapters.qubo import QUBO
+from adapters.qubo.qubo import QUBO
 from tasks.stage_cli import deep_merge
 from tasks.train_sft import SFTStageConfig
 

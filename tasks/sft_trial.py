@@ -21,7 +21,7 @@ from pathlib import Path
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.base_models import resolve_base_model
+from adapters.models.base_models import resolve_base_model
 from tasks.reporting import say
 from tasks.stage import cached, prefect_cache_key, stage_key, stage_output
 from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser

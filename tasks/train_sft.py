@@ -32,7 +32,7 @@ import yaml
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from adapters.base_models import EMBEDDED, resolve_base_model
+from adapters.models.base_models import EMBEDDED, resolve_base_model
 from tasks.records import read_chat_records
 from tasks.reporting import counts_table, publish_image, publish_table, say
 from tasks.stage_cli import config_from_args, run_stage_cli, stage_parser

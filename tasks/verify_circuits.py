@@ -24,7 +24,7 @@ Result per item: ``{"id", "passed", "outcome", "checks": {"parses", "runs", "con
 "grad_variance", "bp_reason", "reason", "structure", ...}``. ``outcome`` is ok, a sandbox failure (syntax_error,
 runtime_error, timeout, memory_limit, killed, denied, error) or a failed check (contract_error,
 n_qubits_mismatch, particles_mismatch, symmetry_broken, too_large, plateau). The checks are in
-tasks/circuit_checks.py, the containment in adapters/sandbox_worker.py. Barren-plateau status
+tasks/circuit_checks.py, the containment in adapters/sandbox/worker.py. Barren-plateau status
 (tasks/barren_plateau.py) is computed once per circuit structure (parameters unbound) and only for
 items that passed, ``bp_batch`` structures per sandbox job.
 
@@ -48,7 +48,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from adapters.sandbox import DEFAULT_PRELOAD, Sandbox, SandboxJob, SandboxResult
+from adapters.sandbox.jobs import DEFAULT_PRELOAD, Sandbox, SandboxJob, SandboxResult
 from tasks import barren_plateau, circuit_checks  # run in the sandbox; imported here (no qiskit at import) so the stage key covers them
 from tasks.records import RecordError, read_jsonl, write_jsonl
 from tasks.reporting import StageProgress, publish_table

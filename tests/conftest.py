@@ -57,7 +57,7 @@ def model_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def embedded_model(model_cache) -> Path:
-    from adapters.base_models import EMBEDDED, resolve_base_model
+    from adapters.models.base_models import EMBEDDED, resolve_base_model
 
     return Path(resolve_base_model(EMBEDDED, model_cache))
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from adapters.lab_server import reference_lab
+from adapters.lab.lab_server import reference_lab
 from tasks.calibrate_phases import CalibrateConfig, calibrate, load_calibration, size_word
 from tasks.describe_phases import PhaseCalibration, Verdict, fit_calibration, verdict_sentence
 from tasks.harvest_experiments import HarvestConfig, harvest

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from adapters.lab_server import reference_lab
+from adapters.lab.lab_server import reference_lab
 from tasks.calibrate_phases import CalibrateConfig, calibrate
 from tasks.describe_experiments import DescribeConfig, describe, grounding_numbers, unsupported_numbers
 from tasks.harvest_experiments import HarvestConfig, harvest

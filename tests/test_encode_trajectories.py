@@ -11,9 +11,9 @@ import h5py
 import numpy as np
 import pytest
 
-from adapters import the_well as tw
-from adapters import well_solvers as ws
-from adapters import well_writer as ww
+from adapters.well import the_well as tw
+from adapters.well import well_solvers as ws
+from adapters.well import well_writer as ww
 from tasks import encode_trajectories as enc
 from tasks.encode_trajectories import (
     FEATURE_LAYOUT,

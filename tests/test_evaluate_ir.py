@@ -70,7 +70,7 @@ def test_prompt_rows_are_validated(tmp_path):
 
 
 def test_stage_scores_a_real_model_and_is_cached(sign_case, tmp_path):
-    from adapters.base_models import embedded_gguf
+    from adapters.models.base_models import embedded_gguf
 
     prompt, ir = sign_case
     prompts = tmp_path / "rows_test.jsonl"
@@ -90,7 +90,7 @@ def test_stage_scores_a_real_model_and_is_cached(sign_case, tmp_path):
 
 
 def test_schema_decoding_makes_even_the_base_model_answer_in_ir_json(sign_case, tmp_path):
-    from adapters.base_models import embedded_gguf
+    from adapters.models.base_models import embedded_gguf
 
     prompt, ir = sign_case
     prompts = tmp_path / "rows_test.jsonl"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from adapters.lab_server import reference_lab
+from adapters.lab.lab_server import reference_lab
 from tasks.answer_checks import repetition_loop
 from tasks.calibrate_phases import CalibrateConfig, calibrate, load_calibration
 from tasks.describe_experiments import DescribeConfig, describe

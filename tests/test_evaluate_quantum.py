@@ -154,7 +154,7 @@ def test_bad_humaneval_file_names_the_record(tmp_path):
 
 
 def test_stage_compares_models_and_is_cached(features, tmp_path):
-    from adapters.base_models import embedded_gguf
+    from adapters.models.base_models import embedded_gguf
 
     gguf = embedded_gguf()
     cfg = EvaluateConfig(prompts=2, max_tokens=48, humaneval_path=HUMANEVAL, humaneval_limit=1, verify={"workers": 1})

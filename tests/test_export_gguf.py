@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from adapters.llama_cpp import GgufModel, LlamaCppError, convert_hf, resolve_llama_cpp_dir
+from adapters.models.llama_cpp import GgufModel, LlamaCppError, convert_hf, resolve_llama_cpp_dir
 from tasks.export_gguf import ExportConfig, _check, _sft_parts, _verify, run
 from tasks.gguf_parity import conversation_ids, hf_logits, parity_failure, summarize, teacher_forced_agreement
 from tasks.records import read_chat_records, write_jsonl
@@ -40,7 +40,7 @@ def sft_dir(tmp_path_factory) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from adapters.base_models import EMBEDDED, resolve_base_model
+    from adapters.models.base_models import EMBEDDED, resolve_base_model
 
     root = tmp_path_factory.mktemp("sft")
     base = resolve_base_model(EMBEDDED, tmp_path_factory.getbasetemp() / "base-models")
@@ -223,7 +223,7 @@ def test_sft_dir_without_base_model_is_named(tmp_path):
 
 def test_missing_llama_cpp_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("LLAMA_CPP_DIR", str(tmp_path / "nowhere"))
-    with pytest.raises(LlamaCppError, match=r"\$LLAMA_CPP_DIR.*adapters.llama_cpp_source .venv/share/llama.cpp"):
+    with pytest.raises(LlamaCppError, match=r"\$LLAMA_CPP_DIR.*adapters.models.llama_cpp_source .venv/share/llama.cpp"):
         resolve_llama_cpp_dir()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "convert_hf_to_gguf.py").write_text("")
@@ -245,7 +245,7 @@ def test_converter_failure_shows_stderr_and_leaves_nothing(tmp_path):
 
 
 def test_fetch_script_extracts_only_the_converters(tmp_path):
-    from adapters import llama_cpp_source as fetch
+    from adapters.models import llama_cpp_source as fetch
 
     sdist = tmp_path / "llama_cpp_python-9.9.9.tar.gz"
     members = ["vendor/llama.cpp/convert_hf_to_gguf.py", "vendor/llama.cpp/convert_lora_to_gguf.py",

@@ -66,7 +66,7 @@ def test_every_stage_prefect_key_is_its_manifest_key(first_run):
 
 @pytest.mark.slow
 def test_exported_gguf_loads_in_llama_cpp_and_answers(first_run):
-    from adapters.llama_cpp import GgufModel, render_chat_template
+    from adapters.models.llama_cpp import GgufModel, render_chat_template
 
     _, _, summary, _ = first_run
     with GgufModel(Path(summary["gguf"]["q8_0"])) as model:

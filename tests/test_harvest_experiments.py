@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from adapters.lab_client import LabUnreachableError
-from adapters.lab_server import reference_lab
+from adapters.lab.lab_client import LabUnreachableError
+from adapters.lab.lab_server import reference_lab
 from tasks.harvest_experiments import DegenerateLabError, HarvestConfig, harvest, plan_experiments
 from tasks.records import read_jsonl
 from tasks.stage import stage_key

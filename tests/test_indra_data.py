@@ -33,7 +33,7 @@ def test_packing_makes_every_token_after_the_first_a_target_exactly_once():
 def tokenizer(model_cache):
     from transformers import AutoTokenizer
 
-    from adapters.base_models import EMBEDDED, resolve_base_model
+    from adapters.models.base_models import EMBEDDED, resolve_base_model
 
     return AutoTokenizer.from_pretrained(resolve_base_model(EMBEDDED, model_cache))
 

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from adapters.teacher_logits import GgufTopK, TeacherError
+from adapters.models.teacher_logits import GgufTopK, TeacherError
 from tasks.indra_data import IndraDataConfig, build
 from tasks.indra_teacher import TeacherConfig, compute
 from tests.conftest import write_chat_records
@@ -46,7 +46,7 @@ def test_top_k_arrays_hold_the_teachers_distribution(corpus, tmp_path, model_cac
     import torch
     from transformers import AutoModelForCausalLM
 
-    from adapters.base_models import EMBEDDED, resolve_base_model
+    from adapters.models.base_models import EMBEDDED, resolve_base_model
 
     hf = AutoModelForCausalLM.from_pretrained(resolve_base_model(EMBEDDED, model_cache), dtype=torch.float32).eval()
     full = lengths == 17

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from adapters.ollama import OllamaError
+from adapters.models.ollama import OllamaError
 from tasks.install_ollama import InstallConfig, ollama_template, run
 from tasks.stage import read_manifest, write_json_atomic
 
@@ -130,7 +130,7 @@ def smollm_template() -> str:
     """The chat template shipped in the embedded SmolLM2 GGUF."""
     from llama_cpp import Llama
 
-    from adapters.base_models import embedded_gguf
+    from adapters.models.base_models import embedded_gguf
 
     llm = Llama(str(embedded_gguf()), vocab_only=True, verbose=False)
     try:

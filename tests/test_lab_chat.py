@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from adapters.lab_client import LabClient
-from adapters.lab_server import reference_lab
+from adapters.lab.lab_client import LabClient
+from adapters.lab.lab_server import reference_lab
 from flows.lab_chat import (RECENT_TURNS, STOPPED, LabGrounding, OllamaChat, chat_turn, lab_result_prompt,
                             lab_result_table, parse_shortcut, parse_tool_call, ungrounded_numbers)
 from tasks.answer_checks import repetition_loop

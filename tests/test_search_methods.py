@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adapters.solver_choice import make_solver
+from adapters.qubo.solver_choice import make_solver
 from tasks.fm_surrogate import fit_fm, one_hot_penalty_weight
 from tasks.search_methods import FMQAConfig, make_method
 from tasks.search_space import SearchSpace

@@ -47,7 +47,7 @@ def write_code_items(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, prefect_harness) -> dict:
     """Both runners over the same inputs: {kind: (output root, flow run id, seconds)}."""
-    from adapters.well_solvers import generate_default
+    from adapters.well.well_solvers import generate_default
 
     base = tmp_path_factory.mktemp("scale-out")
     well = generate_default(base / "well", seed=0)

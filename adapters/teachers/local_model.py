@@ -55,7 +55,7 @@ class LocalModelTeacher:
 
     def __init__(self, path: str | Path, *, lora_path: Path | None = None, n_ctx: int = 4096, n_threads: int = 1,
                  seed: int = 0, max_string_chars: int = 200, max_items: int = 8, n_gpu_layers: int = 0):
-        from adapters.llama_cpp import GgufChat
+        from adapters.models.llama_cpp import GgufChat
 
         self.path = Path(path)
         self._chat = GgufChat(self.path, n_ctx=n_ctx, n_threads=n_threads, lora_path=lora_path, n_gpu_layers=n_gpu_layers)

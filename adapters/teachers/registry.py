@@ -36,7 +36,7 @@ def _openai(arg: str, model: str | None = None, **kw) -> OpenAICompatibleTeacher
 
 def _local(arg: str, **kw) -> LocalModelTeacher:
     if arg in ("", "embedded"):
-        from adapters.base_models import embedded_gguf
+        from adapters.models.base_models import embedded_gguf
 
         return LocalModelTeacher(embedded_gguf(), **kw)
     return LocalModelTeacher(Path(arg).expanduser(), **kw)

@@ -14,9 +14,9 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from adapters.lab_client import (LabClient, LabRequestError, LabResponseError, LabServerError, LabUnreachableError)
-from adapters.lab_schema import PhaseExperimentResponse
-from adapters.lab_server import create_app, reference_lab
+from adapters.lab.lab_client import (LabClient, LabRequestError, LabResponseError, LabServerError, LabUnreachableError)
+from adapters.lab.lab_schema import PhaseExperimentResponse
+from adapters.lab.lab_server import create_app, reference_lab
 
 SMALL = {"system_size": 8, "depth": 2}
 
@@ -116,7 +116,7 @@ def test_unreachable_lab_names_the_url_and_how_to_start_it():
         client.health()
     message = str(info.value)
     assert url in message and "connection refused" in message
-    assert "python -m adapters.lab_server --port 8000" in message and "--lab-url" in message
+    assert "python -m adapters.lab.lab_server --port 8000" in message and "--lab-url" in message
     assert client.retries_used == 1
 
 

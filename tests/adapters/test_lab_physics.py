@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adapters import lab_physics as lp
+from adapters.lab import lab_physics as lp
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import sys
 import pytest
 import requests
 
-from adapters.lab_server import REPO_ROOT, reference_lab
+from adapters.lab.lab_server import REPO_ROOT, reference_lab
 
 SUMMARY_KEYS = {"phase_type", "system_size", "depth", "seed", "top_k", "magnetization", "entropy_proxy",
                 "correlation_length", "string_order", "randomness_score", "branch_count", "interfered_count"}
@@ -122,7 +122,7 @@ def test_reference_lab_stops_its_server():
 
 
 def test_cli_help():
-    out = subprocess.run([sys.executable, "-m", "adapters.lab_server", "--help"], cwd=REPO_ROOT,
+    out = subprocess.run([sys.executable, "-m", "adapters.lab.lab_server", "--help"], cwd=REPO_ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "--fail-rate" in out.stdout and "--port" in out.stdout
 

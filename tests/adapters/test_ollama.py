@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from adapters.ollama import CHATML_STOPS, chatml_template, is_retryable, modelfile_text
+from adapters.models.ollama import CHATML_STOPS, chatml_template, is_retryable, modelfile_text
 
 # ---- a tiny Go text/template interpreter (only what chat templates use) -------------------------
 
@@ -181,7 +181,7 @@ def test_go_renderer_itself_follows_go_semantics():
 def hf_tokenizer():
     from transformers import AutoTokenizer
 
-    from adapters.base_models import embedded_gguf
+    from adapters.models.base_models import embedded_gguf
 
     gguf = embedded_gguf()
     return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -7,10 +7,10 @@ import itertools
 import numpy as np
 import pytest
 
-from adapters.azure_quantum import AzureQuantumSolver, histogram_samples
-from adapters.qubo import QUBO, repair
-from adapters.qubo_solvers import QAOASolver
-from adapters.solver_choice import make_solver, solve_in_order
+from adapters.qubo.azure_quantum import AzureQuantumSolver, histogram_samples
+from adapters.qubo.qubo import QUBO, repair
+from adapters.qubo.qubo_solvers import QAOASolver
+from adapters.qubo.solver_choice import make_solver, solve_in_order
 
 GROUPS = ((0, 1, 2, 3), (4, 5), (6, 7), (8, 9, 10))
 

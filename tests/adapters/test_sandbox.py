@@ -15,10 +15,10 @@ import uuid
 
 import pytest
 
-from adapters.sandbox import ROOT, Sandbox, SandboxJob
+from adapters.sandbox.jobs import ROOT, Sandbox, SandboxJob
 
 SECRET = "sk-ant-test-" + uuid.uuid4().hex
-GLOBALS = "adapters.sandbox:module_globals"
+GLOBALS = "adapters.sandbox.jobs:module_globals"
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="kernel isolation needs root")
 
 

@@ -294,7 +294,7 @@ def test_grammar_schema_bounds_free_strings_and_arrays():
 
 
 def test_local_model_with_the_ir_schema_replies_valid_json():
-    from adapters.base_models import embedded_gguf
+    from adapters.models.base_models import embedded_gguf
 
     teacher = make_teacher(f"local:{embedded_gguf()}", max_string_chars=40, max_items=2)
     try:
@@ -310,7 +310,7 @@ def test_local_model_with_the_ir_schema_replies_valid_json():
 
 def test_schema_constrained_strings_never_hold_raw_control_characters():
     """Asked for a function's IR, the base model starts its summary with code and newlines: they must be escaped."""
-    from adapters.base_models import embedded_gguf
+    from adapters.models.base_models import embedded_gguf
     from tasks.compose_ir_dataset import request_messages
 
     messages = request_messages("Write a function add(a, b) that returns the sum of the integers a and b.")

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import yaml
 
-from adapters import the_well as tw
-from adapters import well_cli
-from adapters import well_solvers as ws
-from adapters import well_writer as ww
+from adapters.well import the_well as tw
+from adapters.well import well_cli
+from adapters.well import well_solvers as ws
+from adapters.well import well_writer as ww
 
 ASSETS = Path(__file__).parent.parent / "assets"
 

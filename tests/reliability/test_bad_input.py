@@ -149,7 +149,7 @@ def test_wrong_type_in_a_yaml_file_names_the_file_and_the_key(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def one_well_dataset(tmp_path_factory) -> Path:
-    from adapters import well_solvers
+    from adapters.well import well_solvers
 
     return well_solvers.generate_default(tmp_path_factory.mktemp("well"), seed=0, names=["steady_plate_2d"])
 
@@ -158,7 +158,7 @@ def one_well_dataset(tmp_path_factory) -> Path:
 def test_a_corrupt_hdf5_file_stops_encode_naming_the_file(one_well_dataset, tmp_path, damage):
     import shutil
 
-    from adapters.the_well import WellFormatError
+    from adapters.well.the_well import WellFormatError
     from tasks.encode_trajectories import EncodeConfig, encode
 
     src = tmp_path / "src"
@@ -223,7 +223,7 @@ def _prompts(path: Path) -> Path:
 
 
 def test_enormous_prompt_is_refused_by_the_local_model_and_the_evaluation_completes(tmp_path):
-    from adapters.base_models import embedded_gguf
+    from adapters.models.base_models import embedded_gguf
     from tasks.evaluate_ir import EvaluateIRConfig, evaluate
     from tasks.records import read_jsonl
 

@@ -92,7 +92,7 @@ HARVEST = ["--set", "phase_runs_per_type=2", "--set", "tri_runs=4", "--set", "di
 
 def test_a_harvest_killed_mid_stage_resumes_and_loses_or_repeats_no_experiment(tmp_path):
     """The lab hangs on its 7th call (fault seed 5, one call at a time): the 6 before it are in the work log."""
-    from adapters.lab_server import _free_port, reference_lab
+    from adapters.lab.lab_server import _free_port, reference_lab
     from tasks.harvest_experiments import HarvestConfig, plan_experiments
 
     out = tmp_path / "shared" / "harvest"
@@ -151,7 +151,7 @@ def test_teacher_429_and_500_inside_generate_ir_are_retried_and_every_prompt_get
 
 @pytest.mark.slow
 def test_an_export_killed_mid_conversion_leaves_no_gguf_anyone_takes_and_reruns_clean(tmp_path, sft_dir, val_jsonl):  # noqa: F811
-    from adapters.llama_cpp import LlamaCppError, resolve_llama_cpp_dir
+    from adapters.models.llama_cpp import LlamaCppError, resolve_llama_cpp_dir
     from tasks.install_ollama import InstallConfig
     from tasks.install_ollama import run as install
 

@@ -1,4 +1,4 @@
-"""Binary quadratic problems (QUBO) with one-hot groups: the shape every solver in ``adapters.qubo_solvers`` takes.
+"""Binary quadratic problems (QUBO) with one-hot groups: the shape every solver in ``adapters.qubo.qubo_solvers`` takes.
 
 A hyperparameter choice is one-hot encoded, one group of binary variables per hyperparameter, so a
 valid answer has exactly one 1 in every group. The surrogate's QUBO carries a penalty that makes

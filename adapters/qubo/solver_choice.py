@@ -8,9 +8,9 @@ variables, a package or credentials missing), so a run's log states the fallback
 
 from __future__ import annotations
 
-from adapters.azure_quantum import AzureQuantumSolver
-from adapters.qubo import QUBO, Solution
-from adapters.qubo_solvers import AnnealingSolver, ExactSolver, QAOASolver, Solver
+from adapters.qubo.azure_quantum import AzureQuantumSolver
+from adapters.qubo.qubo import QUBO, Solution
+from adapters.qubo.qubo_solvers import AnnealingSolver, ExactSolver, QAOASolver, Solver
 
 SOLVERS: dict[str, type] = {"exact": ExactSolver, "annealing": AnnealingSolver, "qaoa": QAOASolver,
                             "azure": AzureQuantumSolver}

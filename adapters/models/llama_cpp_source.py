@@ -1,6 +1,6 @@
 """Fetch llama.cpp's Python GGUF converters from the llama-cpp-python source tarball on PyPI.
 
-    python -m adapters.llama_cpp_source .venv/share/llama.cpp     (what `make setup` runs)
+    python -m adapters.models.llama_cpp_source .venv/share/llama.cpp     (what `make setup` runs)
 
 Downloads the sdist with pip (no build, no dependencies) and extracts only what the
 converters need from ``vendor/llama.cpp/``: ``convert_*.py``, ``conversion/``, ``gguf-py/``,

@@ -1,12 +1,12 @@
-"""labtune's reference Jarvis lab: the Jarvis HTTP API served over the physics in ``adapters.lab_physics``.
+"""labtune's reference Jarvis lab: the Jarvis HTTP API served over the physics in ``adapters.lab.lab_physics``.
 
 Flows start it on loopback when no lab URL is configured; it answers exactly like a user's own
 Jarvis server, except that it is deterministic (same request, same response and experiment id).
-``--quirks`` makes it answer like the user's own lab as measured (``adapters.lab_quirks``: int top_k,
+``--quirks`` makes it answer like the user's own lab as measured (``adapters.lab.lab_quirks``: int top_k,
 fractional correlation length, a timing feature, zeros on a repeated request, noise). Fault injection
 (HTTP 503s, hangs) lets tests exercise a client's retries against a real server.
 
-    python -m adapters.lab_server --port 8000 [--host 127.0.0.1] [--quirks] [--fail-rate 0.3] [--timeout-rate 0.1]
+    python -m adapters.lab.lab_server --port 8000 [--host 127.0.0.1] [--quirks] [--fail-rate 0.3] [--timeout-rate 0.1]
 """
 
 from __future__ import annotations
@@ -35,12 +35,12 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from adapters import lab_physics
-from adapters.lab_quirks import JarvisQuirks
-from adapters.lab_schema import (DiscoveryRequest, DiscoveryResponse, HealthResponse, PhaseExperimentResponse,
+from adapters.lab import lab_physics
+from adapters.lab.lab_quirks import JarvisQuirks
+from adapters.lab.lab_schema import (DiscoveryRequest, DiscoveryResponse, HealthResponse, PhaseExperimentResponse,
                                  ReplayDriftRequest, ReplayDriftResponse, RunPhaseRequest, TRIRequest, TRIResponse)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 FAULT_FLAGS = {"fail_rate": "--fail-rate", "timeout_rate": "--timeout-rate", "hang_seconds": "--hang-seconds",
                "fault_seed": "--fault-seed"}
 MODE_FLAGS = {"quirks": "--quirks"}
@@ -100,7 +100,7 @@ class FaultInjector:
 def create_app(fail_rate: float = 0.0, timeout_rate: float = 0.0, hang_seconds: float = 5.0,
                fault_seed: int = 0, quirks: bool = False) -> FastAPI:
     """The Jarvis lab API; ``fail_rate``/``timeout_rate`` of POST calls get a 503 / wait ``hang_seconds``;
-    ``quirks`` answers like the user's own lab (``adapters.lab_quirks``)."""
+    ``quirks`` answers like the user's own lab (``adapters.lab.lab_quirks``)."""
     faults = FaultInjector(fail_rate, timeout_rate, hang_seconds, fault_seed)
     lab_quirks = JarvisQuirks() if quirks else None
 
@@ -193,7 +193,7 @@ def reference_lab(port: int | None = None, *, host: str = "127.0.0.1", startup_t
                         f"expected {sorted(FAULT_FLAGS) + sorted(MODE_FLAGS)}")
     port = port or _free_port(host)
     url = f"http://{host}:{port}"
-    cmd = [sys.executable, "-m", "adapters.lab_server", "--host", host, "--port", str(port)]
+    cmd = [sys.executable, "-m", "adapters.lab.lab_server", "--host", host, "--port", str(port)]
     for key, value in fault_kwargs.items():
         if key in MODE_FLAGS:
             cmd += [MODE_FLAGS[key]] if value else []

@@ -2,7 +2,7 @@
 project root and the scrubbed environment.
 
 A frame is a 4-byte big-endian length followed by that many bytes of JSON. The caller
-(adapters/sandbox.py) and a zygote (adapters/sandbox_worker.py) exchange one config frame, one
+(adapters/sandbox/jobs.py) and a zygote (adapters/sandbox/worker.py) exchange one config frame, one
 ready frame, then a request frame and a reply frame per job; a job's child reports on its own pipe,
 where ``parse_frames`` keeps whatever complete frames arrived before it died. It imports nothing
 else of the sandbox, so both sides use it without an import cycle.
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 OUTCOMES = ("ok", "syntax_error", "runtime_error", "timeout", "memory_limit", "killed", "denied", "error")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # The whole environment of a zygote (plus HOME) and of a child (plus HOME and TMPDIR)
 BASE_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
             "MKL_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1", "QISKIT_PARALLEL": "FALSE", "MALLOC_ARENA_MAX": "2",

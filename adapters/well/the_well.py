@@ -1,5 +1,5 @@
 """The Well (PolymathicAI) HDF5 trajectories: read them exactly as the format lays them out (files in
-the same format are written by ``adapters.well_writer``; the embedded datasets come from ``adapters.well_solvers``).
+the same format are written by ``adapters.well.well_writer``; the embedded datasets come from ``adapters.well.well_solvers``).
 
 Layout: ``datasets/NAME/data/{train,valid,test}/*.hdf5`` (or ``*.h5``; + ``datasets/NAME/stats.yaml``). One file
 holds ``n_trajectories`` runs of one parameter set. Reading a local directory needs only h5py;
@@ -9,7 +9,7 @@ holds ``n_trajectories`` runs of one parameter set. Reading a local directory ne
 Generated files carry each run's known physics in the root attribute ``labtune_truth`` (a JSON list,
 one entry per trajectory); ``read_truth`` is the only reader of it, so encoders never see it.
 
-    python -m adapters.well_cli inspect data/the_well            # one line per trajectory (generate, stats: see there)
+    python -m adapters.well.well_cli inspect data/the_well            # one line per trajectory (generate, stats: see there)
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class WellFile:
             raise
 
     def _fail(self, what: str):
-        raise WellFormatError(f"{self.path}: {what} (The Well's layout: see adapters/the_well.py)")
+        raise WellFormatError(f"{self.path}: {what} (The Well's layout: see adapters/well/the_well.py)")
 
     def _need_attrs(self, obj, names: Sequence[str], where: str) -> None:
         for name in names:

@@ -1,9 +1,9 @@
 """QUBO solvers behind one interface: exact enumeration, simulated annealing, QAOA on Qiskit Aer, Azure Quantum.
 
 Every solver answers ``solve(qubo, *, seed) -> Solution`` with its samples ranked feasible-first
-(``adapters.qubo.rank``) and says in ``unavailable(qubo)`` why it cannot take a problem (too many
+(``adapters.qubo.qubo.rank``) and says in ``unavailable(qubo)`` why it cannot take a problem (too many
 variables, a package or credentials missing). Choosing among them by name, with fallbacks, is
-``adapters/solver_choice.py`` (which also knows the Azure Quantum solver built on ``QAOASolver``).
+``adapters/qubo/solver_choice.py`` (which also knows the Azure Quantum solver built on ``QAOASolver``).
 
     solution = QAOASolver(reps=3).solve(qubo, seed=0)
 """
@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from adapters.qubo import QUBO, Solution, rank
+from adapters.qubo.qubo import QUBO, Solution, rank
 
 
 def installed(module: str) -> bool:

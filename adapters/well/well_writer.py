@@ -1,5 +1,5 @@
 """Write The Well's format: ``write_well_file`` (the runs of one parameter set of an
-``adapters.well_solvers.SimulatedDataset`` as one file) and ``write_stats_yaml`` (the ``stats.yaml``
+``adapters.well.well_solvers.SimulatedDataset`` as one file) and ``write_stats_yaml`` (the ``stats.yaml``
 that the_well's ``ZScoreNormalization`` and ``RMSNormalization`` read).
 
 stats.yaml as the real datasets ship it: top-level ``mean, std, rms`` and ``mean_delta, std_delta,
@@ -7,7 +7,7 @@ rms_delta``, each mapping a field to a float (t0), one float per component (t1) 
 (t2). Time-invariant fields appear only in ``mean, std, rms``; deltas are between consecutive time
 steps. Statistics come from the train split only, so valid/test never leak into the normalisation.
 
-    python -m adapters.well_cli stats datasets/NAME     # (re)write datasets/NAME/stats.yaml
+    python -m adapters.well.well_cli stats datasets/NAME     # (re)write datasets/NAME/stats.yaml
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adapters.the_well import FIELD_GROUPS, TRUTH_ATTR, read_trajectories
+from adapters.well.the_well import FIELD_GROUPS, TRUTH_ATTR, read_trajectories
 
 STATS = ("mean", "std", "rms")
 

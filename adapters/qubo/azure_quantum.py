@@ -16,8 +16,8 @@ import os
 
 import numpy as np
 
-from adapters.qubo import QUBO, Solution, rank
-from adapters.qubo_solvers import QAOASolver, installed
+from adapters.qubo.qubo import QUBO, Solution, rank
+from adapters.qubo.qubo_solvers import QAOASolver, installed
 
 QAOA_GATES = ("h", "rz", "rzz", "rx")
 

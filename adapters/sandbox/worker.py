@@ -1,5 +1,5 @@
-"""The worker side of adapters/sandbox.py. A zygote (started by ``Sandbox`` as ``python -I -c`` calling
-``_zygote_main``; frames as in adapters/sandbox_protocol.py) imports the preload modules once, then
+"""The worker side of adapters/sandbox/jobs.py. A zygote (started by ``Sandbox`` as ``python -I -c`` calling
+``_zygote_main``; frames as in adapters/sandbox/protocol.py) imports the preload modules once, then
 forks a child per job that isolates itself, runs the code and the trusted check, and reports on fd 3;
 the zygote enforces the deadline and classifies what happened (``_classify``).
 
@@ -45,7 +45,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from adapters.sandbox_protocol import BASE_ENV, OUTCOMES, ROOT, parse_frames, read_frame, write_frame
+from adapters.sandbox.protocol import BASE_ENV, OUTCOMES, ROOT, parse_frames, read_frame, write_frame
 
 WORKDIR = "/tmp/work"  # inside the child's private tmpfs
 _DENIED_EXIT = 86

@@ -14,10 +14,10 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from adapters.lab_physics import FEATURES, PHASE_TYPES
+from adapters.lab.lab_physics import FEATURES, PHASE_TYPES
 
 PhaseType = Literal["ising_symmetry_breaking", "spt_cluster", "trivial_product", "pseudorandom"]
-assert get_args(PhaseType) == PHASE_TYPES, "PhaseType must list adapters.lab_physics.PHASE_TYPES"
+assert get_args(PhaseType) == PHASE_TYPES, "PhaseType must list adapters.lab.lab_physics.PHASE_TYPES"
 FEATURE_LENGTH = len(FEATURES)
 MAX_DEPTH = 32
 
@@ -109,7 +109,7 @@ class HealthResponse(LabResponse):
 
 
 class PhaseSummary(LabResponse):
-    """Measured quantities of one run (definitions in ``adapters.lab_physics``)."""
+    """Measured quantities of one run (definitions in ``adapters.lab.lab_physics``)."""
 
     phase_type: str
     system_size: int

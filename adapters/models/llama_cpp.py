@@ -2,7 +2,7 @@
 
 The converters (``convert_hf_to_gguf.py``, ``convert_lora_to_gguf.py``, with ``conversion/`` and
 ``gguf-py/``) come from a llama.cpp checkout: an explicit path, ``$LLAMA_CPP_DIR``, or
-``<venv>/share/llama.cpp`` as written by ``python -m adapters.llama_cpp_source .venv/share/llama.cpp``
+``<venv>/share/llama.cpp`` as written by ``python -m adapters.models.llama_cpp_source .venv/share/llama.cpp``
 (``make setup`` runs it). ``llama_cpp`` is imported lazily so importing this module stays cheap.
 """
 
@@ -19,7 +19,7 @@ ENV_VAR = "LLAMA_CPP_DIR"
 HF_CONVERTER = "convert_hf_to_gguf.py"
 LORA_CONVERTER = "convert_lora_to_gguf.py"
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
-FETCH_HINT = "python -m adapters.llama_cpp_source .venv/share/llama.cpp (or `make setup`)"
+FETCH_HINT = "python -m adapters.models.llama_cpp_source .venv/share/llama.cpp (or `make setup`)"
 
 
 class LlamaCppError(RuntimeError):

@@ -6,7 +6,7 @@ against ~1 s for a cold interpreter). The child isolates itself, executes the co
 check function (``"package.module:function"``) and sends a JSON result back over a pipe.
 
     with Sandbox(workers=2, timeout_s=10, memory_mb=1024) as sandbox:
-        result = sandbox.run(code, "adapters.sandbox:module_globals")
+        result = sandbox.run(code, "adapters.sandbox.jobs:module_globals")
         result.outcome  # ok | syntax_error | runtime_error | timeout | memory_limit | killed | denied | error
 
 ``run(code, check, args)`` calls ``check(namespace, args)`` in the code's own process. With
@@ -18,7 +18,7 @@ spreads jobs over all workers. Always use the sandbox as a context manager so it
 Each job runs in a child forked from a zygote with a scrubbed environment, kernel namespaces (when
 run as root), resource limits and a Python audit hook; ``SandboxResult.isolation`` says which
 layers applied. Linux only. The worker side, with the threat model and what is not contained, is
-adapters/sandbox_worker.py; the frames both sides exchange are in adapters/sandbox_protocol.py.
+adapters/sandbox/worker.py; the frames both sides exchange are in adapters/sandbox/protocol.py.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Self
 
-from adapters import sandbox_worker  # the zygote's code; named here so stage keys cover it too
-from adapters.sandbox_protocol import BASE_ENV, OUTCOMES, ROOT, read_frame, write_frame
+from adapters.sandbox import worker as sandbox_worker  # the zygote's code; named here so stage keys cover it too
+from adapters.sandbox.protocol import BASE_ENV, OUTCOMES, ROOT, read_frame, write_frame
 
 __all__ = ["DEFAULT_PRELOAD", "OUTCOMES", "ROOT", "Sandbox", "SandboxError", "SandboxJob", "SandboxResult",
            "module_globals"]
@@ -45,7 +45,7 @@ __all__ = ["DEFAULT_PRELOAD", "OUTCOMES", "ROOT", "Sandbox", "SandboxError", "Sa
 DEFAULT_PRELOAD = ("numpy", "numpy.char", "qiskit", "qiskit.quantum_info", "qiskit_aer")
 # The zygote imports this module too, so a child finds the built-in check (module_globals) loaded
 _BOOT = ("import sys; sys.dont_write_bytecode = True; sys.path.insert(0, {root!r}); "
-         "import adapters.sandbox; from {worker} import _zygote_main; _zygote_main()")
+         "import adapters.sandbox.jobs; from {worker} import _zygote_main; _zygote_main()")
 
 
 @dataclass

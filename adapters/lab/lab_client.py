@@ -2,7 +2,7 @@
 
 Retries with exponential backoff and jitter only where waiting can help (HTTP 5xx, connection
 errors, timeouts); a 4xx means the request is wrong and fails at once. Every response is validated
-against ``adapters.lab_schema``, which accepts the extra fields users' labs add.
+against ``adapters.lab.lab_schema``, which accepts the extra fields users' labs add.
 
 Thread safety: each thread gets its own ``requests.Session`` (sessions are not documented as
 thread-safe), so one client can be shared by a small thread pool; ``retries_used`` is counted
@@ -22,12 +22,12 @@ from typing import Any, TypeVar
 import requests
 from pydantic import BaseModel, ValidationError
 
-from adapters.lab_schema import (DiscoveryResponse, HealthResponse, PhaseExperimentResponse, ReplayDriftResponse,
+from adapters.lab.lab_schema import (DiscoveryResponse, HealthResponse, PhaseExperimentResponse, ReplayDriftResponse,
                                  TRIResponse)
 from adapters.user_errors import UserInputError
 
 R = TypeVar("R", bound=BaseModel)
-START_HINT = "start it with python -m adapters.lab_server --port 8000 or pass --lab-url"
+START_HINT = "start it with python -m adapters.lab.lab_server --port 8000 or pass --lab-url"
 
 
 class LabError(RuntimeError, UserInputError):
@@ -68,7 +68,7 @@ class LabResponseError(LabError):
 
 
 class LabClient:
-    """Client of the Jarvis lab API; methods return validated ``adapters.lab_schema`` models."""
+    """Client of the Jarvis lab API; methods return validated ``adapters.lab.lab_schema`` models."""
 
     def __init__(self, base_url: str, timeout: float = 30.0, retries: int = 4, backoff: float = 0.5):
         if retries < 0 or backoff < 0 or timeout <= 0:

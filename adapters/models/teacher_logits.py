@@ -3,7 +3,7 @@
 Two backends with one interface (``vocab_size``, ``tokenize``, ``topk``, ``close``):
 
 - ``GgufTopK``: a GGUF in llama.cpp (the embedded SmolLM2 Q4_1). One thread by default: with two
-  threads on two shared cores llama.cpp spin-waits (see adapters/llama_cpp.py). Measured ~200 tok/s
+  threads on two shared cores llama.cpp spin-waits (see adapters/models/llama_cpp.py). Measured ~200 tok/s
   of scored context on this kind of CPU, 2x the transformers model on two threads.
 - ``HFTopK``: a transformers model (a local dir or a hub id such as TinyLlama), on a GPU when present.
 

@@ -1,10 +1,10 @@
 """The Well on the command line: write the embedded datasets, inspect any Well path, write stats.yaml.
 
-A module of its own so that the reader (``adapters.the_well``) never imports the solvers that use it.
+A module of its own so that the reader (``adapters.well.the_well``) never imports the solvers that use it.
 
-    python -m adapters.well_cli generate --out data/the_well     # writes data/the_well/datasets/...
-    python -m adapters.well_cli inspect data/the_well            # one line per trajectory
-    python -m adapters.well_cli stats data/the_well/datasets/NAME   # stats.yaml from its train split
+    python -m adapters.well.well_cli generate --out data/the_well     # writes data/the_well/datasets/...
+    python -m adapters.well.well_cli inspect data/the_well            # one line per trajectory
+    python -m adapters.well.well_cli stats data/the_well/datasets/NAME   # stats.yaml from its train split
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import argparse
 import json
 from pathlib import Path
 
-from adapters.the_well import SPLITS, read_trajectories
-from adapters.well_solvers import generate_default
-from adapters.well_writer import write_stats_yaml
+from adapters.well.the_well import SPLITS, read_trajectories
+from adapters.well.well_solvers import generate_default
+from adapters.well.well_writer import write_stats_yaml
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m adapters.well_cli", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m adapters.well.well_cli", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="write the embedded datasets in The Well's format")

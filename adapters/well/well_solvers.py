@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from adapters import the_well, well_writer
-from adapters.the_well import SPLITS
-from adapters.well_writer import write_stats_yaml, write_well_file
+from adapters.well import the_well, well_writer
+from adapters.well.the_well import SPLITS
+from adapters.well.well_writer import write_stats_yaml, write_well_file
 
 TWO_PI = 2 * np.pi
 

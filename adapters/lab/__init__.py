@@ -1,0 +1,1 @@
+"""The Jarvis lab: its HTTP client, schema, physics, quirks and labtune's reference server."""

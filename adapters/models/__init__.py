@@ -1,0 +1,1 @@
+"""Language models: base-model resolution, llama.cpp, Ollama, teacher logits."""

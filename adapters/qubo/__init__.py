@@ -1,0 +1,1 @@
+"""QUBO problems and the solvers that take them (classical, QAOA, Azure Quantum)."""

@@ -1,0 +1,1 @@
+"""The Well: reader, writer, embedded solvers and CLI of its physics datasets."""
