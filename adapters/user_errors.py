@@ -1,6 +1,6 @@
 """Errors the user can fix: what they typed, their config, their files or their environment.
 
-Every flow CLI (``flows/runner.py``) and stage CLI (``tasks/stage_cli.py``) prints one of these as
+Every flow CLI (``flows/runner.py``) and stage CLI (``tasks/common/stage_cli.py``) prints one of these as
 one line on stderr and exits 2, without a traceback: a bad config value, a missing directory or
 API key, an unreachable lab. Errors of modules that do not derive from ``UserInputError`` are
 named by the CLI that knows them (``user_error_types(WellSourceError)``).

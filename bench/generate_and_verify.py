@@ -32,10 +32,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bp-samples", type=int, default=None, help="VerifyConfig.bp_samples (default: its default)")
     parser.add_argument("--bp-params", type=int, default=None, help="VerifyConfig.bp_params (default: its default)")
     args = parser.parse_args(argv)
-    from tasks.circuit_families import code_fingerprint
-    from tasks.generate_physics_examples import GenerateConfig, generate
-    from tasks.records import read_jsonl
-    from tasks.verify_circuits import (
+    from tasks.quantum_mind.circuit_families import code_fingerprint
+    from tasks.quantum_mind.generate_physics_examples import GenerateConfig, generate
+    from tasks.common.records import read_jsonl
+    from tasks.quantum_mind.verify_circuits import (
         CircuitVerifier,
         VerifyConfig,
         read_items,
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="labtune-bench-") as tmp:
         features = args.features
         if features is None:
-            from tasks.encode_trajectories import EncodeConfig, encode
+            from tasks.quantum_mind.encode_trajectories import EncodeConfig, encode
 
             t = time.perf_counter()
             features = encode(EncodeConfig(), None, Path(tmp) / "encode") / "features.jsonl"

@@ -1,10 +1,10 @@
 """The gpu profile, run for real: SFT (LoRA bf16, then QLoRA 4-bit), a killed run resumed, the merge.
 
 One prepared run on the embedded model (SmolLM2-135M-Instruct), through the SFT stage's own code
-(``tasks.train_sft``) with the gpu profile's settings as ``--profile gpu`` loads them:
+(``tasks.training.train_sft``) with the gpu profile's settings as ``--profile gpu`` loads them:
 
   * ``lora``: lift-sys's gpu block (bf16, LoRA r16 on q/k/v/o/gate/up/down, batch 4 x accumulation 4,
-    eval + save every 50 steps, best checkpoint by eval loss). The stage's CLI (``tasks.train_sft.main``,
+    eval + save every 50 steps, best checkpoint by eval loss). The stage's CLI (``tasks.training.train_sft.main``,
     in a child process) is SIGKILLed once a checkpoint past half the steps is complete, then the stage
     runs again in this process and must resume from that checkpoint;
   * ``qlora``: quantum-mind's gpu block (NF4 via bitsandbytes, r32 on all seven projections), when
@@ -107,10 +107,10 @@ def kill_after_checkpoint(cfg, mix: Path, out: Path, at_step: int, timeout: floa
     cfg_file = out.parent / "sft_config.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     child_log = out.parent / "killed_run.log"
-    # The stage's CLI, with tasks.train_sft imported rather than run as __main__: the stage key hashes its
-    # code by module name, so a run started by `python -m tasks.train_sft` is never resumed (nor a cache hit)
+    # The stage's CLI, with tasks.training.train_sft imported rather than run as __main__: the stage key hashes its
+    # code by module name, so a run started by `python -m tasks.training.train_sft` is never resumed (nor a cache hit)
     # when the stage runs imported, as in a flow and below.
-    cmd = [sys.executable, "-c", "import sys; from tasks.train_sft import main; main(sys.argv[1:])",
+    cmd = [sys.executable, "-c", "import sys; from tasks.training.train_sft import main; main(sys.argv[1:])",
            "--config", str(cfg_file), "--mix", str(mix), "--out", str(out)]
     with open(child_log, "w") as fh:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
@@ -138,7 +138,7 @@ def kill_after_checkpoint(cfg, mix: Path, out: Path, at_step: int, timeout: floa
 
 def train_stage(cfg, mix: Path, out: Path) -> dict:
     """The SFT stage itself (resumes when a killed run left checkpoints); its manifest metrics + GPU memory."""
-    from tasks.train_sft import train
+    from tasks.training.train_sft import train
 
     reset_gpu_peak()
     train(cfg, mix, out)
@@ -153,7 +153,7 @@ def measure_throughput(cfg, base: str, mix: Path, warmup: int, timed: int, work:
     import torch
     from transformers import TrainerCallback
 
-    from tasks.train_sft import build_trainer, to_prompt_completion
+    from tasks.training.train_sft import build_trainer, to_prompt_completion
 
     marks = []
 
@@ -192,7 +192,7 @@ def check_merged(cfg, merged: Path, mix: Path, work: Path) -> dict:
     """Load ``merged/`` and measure its eval loss with the stage's trainer (a fresh LoRA is a no-op: B = 0)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tasks.train_sft import build_trainer, to_prompt_completion
+    from tasks.training.train_sft import build_trainer, to_prompt_completion
 
     for name in ("config.json", "model.safetensors", "tokenizer_config.json"):
         if not (merged / name).exists():
@@ -230,7 +230,7 @@ def run_variant(variant: str, budget: dict, args, mix: Path, model_cache: Path, 
     if resume:
         every = cfg.trainer.get("save_steps", 25)
         at = math.ceil(budget["steps"] / 2 / every) * every
-        log(f"{variant}: running the stage's CLI (tasks.train_sft.main) in a child process, to be SIGKILLed at checkpoint {at}")
+        log(f"{variant}: running the stage's CLI (tasks.training.train_sft.main) in a child process, to be SIGKILLed at checkpoint {at}")
         result["killed_at_checkpoint"] = kill_after_checkpoint(cfg, mix, out, at, args.kill_timeout)
         log(f"{variant}: killed after checkpoint {result['killed_at_checkpoint']}; running the stage again (it must resume)")
     result.update(train_stage(cfg, mix, out))

@@ -53,9 +53,9 @@ def flops_per_token(model, seq_len: float) -> float:
 
 def lab_records(n: int, workdir: Path) -> Path:
     """Real ben-lab Q&A: harvest a small plan from the reference lab and describe it."""
-    from tasks.calibrate_phases import CalibrateConfig, calibrate
-    from tasks.describe_experiments import DescribeConfig, describe
-    from tasks.harvest_experiments import HarvestConfig, harvest
+    from tasks.ben_lab.calibrate_phases import CalibrateConfig, calibrate
+    from tasks.ben_lab.describe_experiments import DescribeConfig, describe
+    from tasks.ben_lab.harvest_experiments import HarvestConfig, harvest
 
     per_type = max(2, n // 6)
     cfg = HarvestConfig(phase_runs_per_type=per_type, tri_runs=n // 6, discovery_runs=2, drift_runs=n // 6,
@@ -69,7 +69,7 @@ def labtune_tokens_per_s(base: str, rows: list[dict], steps: int, batch: int, wo
                          bf16: bool = False) -> tuple[float, float]:
     from transformers import TrainerCallback
 
-    from tasks.train_sft import SFTStageConfig, build_trainer
+    from tasks.training.train_sft import SFTStageConfig, build_trainer
 
     marks = []
 
@@ -126,7 +126,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     from adapters.models.base_models import EMBEDDED, resolve_base_model
-    from tasks.train_sft import to_prompt_completion
+    from tasks.training.train_sft import to_prompt_completion
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

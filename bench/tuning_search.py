@@ -39,8 +39,8 @@ class Objective:
 
     def __call__(self, point: tuple) -> float:
         if point not in self.losses:
-            from tasks.search_space import point_id
-            from tasks.sft_trial import TrialSpec, read_trial, run_trial
+            from tasks.tuning_agent.search_space import point_id
+            from tasks.tuning_agent.sft_trial import TrialSpec, read_trial, run_trial
 
             space = self.cfg.tune.space
             values = space.values(point)
@@ -53,7 +53,7 @@ class Objective:
 
 def search(method: str, objective: Objective, space, fmqa_cfg, trials: int, seed: int) -> tuple[list[float], float]:
     """One run of ``method``: losses in trial order, and seconds spent proposing."""
-    from tasks.search_methods import make_method
+    from tasks.tuning_agent.search_methods import make_method
 
     name, solvers = METHODS[method]
     cfg = fmqa_cfg.model_copy(update={"solvers": solvers}) if solvers else fmqa_cfg
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from flows.config import load_config
     from flows.runner import StageTimer
     from flows.tuning_agent import PROJECTS, TuningAgentConfig
-    from tasks.tune_hyperparameters import best_so_far, plot_best_so_far, trials_to_target
+    from tasks.tuning_agent.tune_hyperparameters import best_so_far, plot_best_so_far, trials_to_target
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", default=["fmqa-annealing", "fmqa-qaoa", "random", "tpe"], choices=list(METHODS))

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    from tasks.verify_circuits import CircuitVerifier, CodeItem, VerifyConfig, summarize
+    from tasks.quantum_mind.verify_circuits import CircuitVerifier, CodeItem, VerifyConfig, summarize
 
     rng = random.Random(args.seed)
     raw = [make_item(i, rng) for i in range(args.n)]

@@ -18,15 +18,15 @@ from pydantic import Field, model_validator
 
 from flows.config import ProjectConfig, add_common_args, load_config
 from flows.runner import StageTimer, flow_params, run_flow_cli
-from tasks.calibrate_phases import CalibrateConfig, calibrate_phases
-from tasks.describe_experiments import DescribeConfig, describe_experiments
-from tasks.evaluate_lab import EvaluateLabConfig, ModelNotBetterError, evaluate_lab, evaluation_markdown, gate_install
-from tasks.export_gguf import export_gguf
-from tasks.harvest_experiments import HarvestConfig, harvest_experiments
-from tasks.install_ollama import InstallConfig, install_ollama
-from tasks.mix_datasets import mix_datasets
-from tasks.reporting import say
-from tasks.train_sft import train_sft
+from tasks.ben_lab.calibrate_phases import CalibrateConfig, calibrate_phases
+from tasks.ben_lab.describe_experiments import DescribeConfig, describe_experiments
+from tasks.ben_lab.evaluate_lab import EvaluateLabConfig, ModelNotBetterError, evaluate_lab, evaluation_markdown, gate_install
+from tasks.training.export_gguf import export_gguf
+from tasks.ben_lab.harvest_experiments import HarvestConfig, harvest_experiments
+from tasks.training.install_ollama import InstallConfig, install_ollama
+from tasks.training.mix_datasets import mix_datasets
+from tasks.common.reporting import say
+from tasks.training.train_sft import train_sft
 
 PROJECT = "ben-lab"
 

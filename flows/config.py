@@ -17,10 +17,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from adapters.user_errors import UserInputError
-from tasks.export_gguf import ExportConfig
-from tasks.mix_datasets import MixConfig
-from tasks.stage_cli import deep_merge, explain_invalid, parse_override
-from tasks.train_sft import SFTStageConfig
+from tasks.training.export_gguf import ExportConfig
+from tasks.training.mix_datasets import MixConfig
+from tasks.common.stage_cli import deep_merge, explain_invalid, parse_override
+from tasks.training.train_sft import SFTStageConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "configs"

@@ -19,11 +19,11 @@ from adapters.models.teacher_logits import TeacherError
 from adapters.user_errors import one_line, user_error_types
 from flows.config import ProjectConfig, add_common_args, load_config
 from flows.runner import StageTimer, flow_params, user_errors_printed_once
-from tasks.evaluate_indra import EvaluateIndraConfig, ablation_markdown, evaluate_indra
-from tasks.indra_data import IndraDataConfig, indra_data
-from tasks.indra_objective import ObjectiveConfig
-from tasks.indra_teacher import TeacherConfig, indra_teacher
-from tasks.train_indra import OptimConfig, TrainIndraConfig, train_indra
+from tasks.indra_quantum.evaluate_indra import EvaluateIndraConfig, ablation_markdown, evaluate_indra
+from tasks.indra_quantum.indra_data import IndraDataConfig, indra_data
+from tasks.indra_quantum.indra_objective import ObjectiveConfig
+from tasks.indra_quantum.indra_teacher import TeacherConfig, indra_teacher
+from tasks.indra_quantum.train_indra import OptimConfig, TrainIndraConfig, train_indra
 
 PROJECT = "indra-quantum"
 

@@ -23,8 +23,8 @@ from typing import Callable, Protocol
 
 import yaml
 
-from tasks.answer_checks import repetition_loop
-from tasks.describe_experiments import fmt, grounding_numbers, unsupported_numbers
+from tasks.ben_lab.answer_checks import repetition_loop
+from tasks.ben_lab.describe_experiments import fmt, grounding_numbers, unsupported_numbers
 
 ENDPOINTS = {"run": "run_phase_experiment", "tri": "tri", "discovery": "discovery", "drift": "replay_drift"}
 CALL = re.compile(r"^\s*CALL\s+(run_phase_experiment|tri|discovery|replay_drift)\s*(\{.*\})?\s*$", re.MULTILINE)
@@ -38,7 +38,7 @@ ANSWER_MAX_TOKENS = 160
 RECENT_TURNS = 3
 STOPPED = "[stopped: the answer repeated itself]"
 NUMERIC = re.compile(r"-?\d+(?:\.\d+)?|none")
-# The closing question of each endpoint's training question (tasks/describe_experiments.py).
+# The closing question of each endpoint's training question (tasks/ben_lab/describe_experiments.py).
 QUESTIONS = {"run_phase_experiment": "What do the measurements say about the phase?",
              "tri": "How large is that TRI?",
              "discovery": "What did the clustering find?",

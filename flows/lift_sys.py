@@ -17,16 +17,16 @@ from pydantic import Field
 
 from flows.config import ProjectConfig, load_config
 from flows.runner import StageTimer, project_main
-from tasks.compose_ir_dataset import ComposeConfig, compose_ir_dataset
-from tasks.evaluate_ir import EvaluateIRConfig, evaluate_ir
-from tasks.export_gguf import export_gguf
-from tasks.generate_ir import GenerateIRConfig, generate_ir
-from tasks.generate_prompts import PromptsConfig, generate_prompts
-from tasks.install_ollama import InstallConfig, install_ollama
-from tasks.make_negatives import NegativesConfig, make_negatives
-from tasks.review_ir import ReviewConfig
-from tasks.review_ui import run_review
-from tasks.train_sft import train_sft
+from tasks.lift_sys.compose_ir_dataset import ComposeConfig, compose_ir_dataset
+from tasks.lift_sys.evaluate_ir import EvaluateIRConfig, evaluate_ir
+from tasks.training.export_gguf import export_gguf
+from tasks.lift_sys.generate_ir import GenerateIRConfig, generate_ir
+from tasks.lift_sys.generate_prompts import PromptsConfig, generate_prompts
+from tasks.training.install_ollama import InstallConfig, install_ollama
+from tasks.lift_sys.make_negatives import NegativesConfig, make_negatives
+from tasks.lift_sys.review_ir import ReviewConfig
+from tasks.lift_sys.review_ui import run_review
+from tasks.training.train_sft import train_sft
 
 PROJECT = "lift-sys"
 

@@ -18,17 +18,17 @@ from pydantic import Field, model_validator
 
 from flows.config import ProjectConfig, load_config
 from flows.runner import StageTimer, project_main
-from tasks.reporting import publish_markdown, say
-from tasks.encode_trajectories import EncodeConfig, encode_trajectories
-from tasks.evaluate_quantum import EvaluateConfig, evaluate_quantum, validation_markdown
-from tasks.export_gguf import export_gguf
-from tasks.generate_physics_examples import GenerateConfig, generate_physics_examples
-from tasks.install_ollama import InstallConfig, install_ollama
-from tasks.load_instruct import InstructConfig, load_quantum_instruct
-from tasks.mix_datasets import MixSource, available_sources, mix_datasets
-from tasks.select_verified import SelectConfig, select_verified
-from tasks.train_sft import train_sft
-from tasks.verify_circuits import VerifyConfig, verify_circuits
+from tasks.common.reporting import publish_markdown, say
+from tasks.quantum_mind.encode_trajectories import EncodeConfig, encode_trajectories
+from tasks.quantum_mind.evaluate_quantum import EvaluateConfig, evaluate_quantum, validation_markdown
+from tasks.training.export_gguf import export_gguf
+from tasks.quantum_mind.generate_physics_examples import GenerateConfig, generate_physics_examples
+from tasks.training.install_ollama import InstallConfig, install_ollama
+from tasks.quantum_mind.load_instruct import InstructConfig, load_quantum_instruct
+from tasks.training.mix_datasets import MixSource, available_sources, mix_datasets
+from tasks.quantum_mind.select_verified import SelectConfig, select_verified
+from tasks.training.train_sft import train_sft
+from tasks.quantum_mind.verify_circuits import VerifyConfig, verify_circuits
 
 PROJECT = "quantum-mind"
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapters.user_errors import one_line, user_error_types
-from tasks.reporting import publish_table
-from tasks.shards import sharding_on
-from tasks.stage import read_manifest, write_json_atomic
+from tasks.common.reporting import publish_table
+from tasks.common.shards import sharding_on
+from tasks.common.stage import read_manifest, write_json_atomic
 
 if TYPE_CHECKING:
     from flows.config import RunnerConfig

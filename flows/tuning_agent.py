@@ -19,12 +19,12 @@ from pydantic import Field
 from flows import ben_lab, lift_sys, quantum_mind
 from flows.config import ProjectConfig, load_config
 from flows.runner import StageTimer, project_main
-from tasks.export_gguf import export_gguf
-from tasks.guide_trials import ask_in_ui
-from tasks.install_ollama import InstallConfig, install_ollama
-from tasks.promote_trial import promote_trial
-from tasks.sft_trial import TrialSpec, read_trial, sft_trial
-from tasks.tune_hyperparameters import TuneConfig, tune
+from tasks.training.export_gguf import export_gguf
+from tasks.tuning_agent.guide_trials import ask_in_ui
+from tasks.training.install_ollama import InstallConfig, install_ollama
+from tasks.tuning_agent.promote_trial import promote_trial
+from tasks.tuning_agent.sft_trial import TrialSpec, read_trial, sft_trial
+from tasks.tuning_agent.tune_hyperparameters import TuneConfig, tune
 
 PROJECT = "tuning-agent"
 # project → (its config model, a function running its data stages and returning the training mix)

@@ -17,7 +17,7 @@ from unittest import mock
 
 from prefect.cache_policies import CacheKeyFnPolicy
 
-from tasks.stage import prefect_cache_key, read_manifest
+from tasks.common.stage import prefect_cache_key, read_manifest
 
 
 @contextmanager

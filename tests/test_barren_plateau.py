@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from tasks.barren_plateau import BASIS, barren_plateaus, gradients, light_cone
-from tasks.circuit_checks import export_circuits
+from tasks.quantum_mind.barren_plateau import BASIS, barren_plateaus, gradients, light_cone
+from tasks.quantum_mind.circuit_checks import export_circuits
 
 N = 5
 

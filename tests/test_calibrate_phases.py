@@ -7,9 +7,9 @@ import json
 import pytest
 
 from adapters.lab.lab_server import reference_lab
-from tasks.calibrate_phases import CalibrateConfig, calibrate, load_calibration, size_word
-from tasks.describe_phases import PhaseCalibration, Verdict, fit_calibration, verdict_sentence
-from tasks.harvest_experiments import HarvestConfig, harvest
+from tasks.ben_lab.calibrate_phases import CalibrateConfig, calibrate, load_calibration, size_word
+from tasks.ben_lab.describe_phases import PhaseCalibration, Verdict, fit_calibration, verdict_sentence
+from tasks.ben_lab.harvest_experiments import HarvestConfig, harvest
 
 PHASES_ONLY = dict(phase_runs_per_type=12, tri_runs=0, discovery_runs=0, drift_runs=0, system_sizes=[8, 12, 16],
                    depths=[1, 2, 4], timeout_s=60)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from tasks.code_only_records import REQUESTS, code_only_record, request_text
-from tasks.quantum_eval_prompts import TEMPLATES
-from tasks.records import ChatRecord, read_chat_records, write_jsonl
-from tasks.select_verified import SelectConfig, select
+from tasks.quantum_mind.code_only_records import REQUESTS, code_only_record, request_text
+from tasks.quantum_mind.quantum_eval_prompts import TEMPLATES
+from tasks.common.records import ChatRecord, read_chat_records, write_jsonl
+from tasks.quantum_mind.select_verified import SelectConfig, select
 
 CODE = "from qiskit import QuantumCircuit\n\nreference = QuantumCircuit({n})\nansatz = QuantumCircuit({n})\ncircuit = reference.compose(ansatz)\n"
 

@@ -8,9 +8,9 @@ from collections import Counter
 
 import pytest
 
-from adapters.lift_ir import validate_ir
-from tasks.compose_ir_dataset import ComposeConfig, compose
-from tasks.records import RecordError, read_chat_records, read_jsonl
+from tasks.lift_sys.lift_ir import validate_ir
+from tasks.lift_sys.compose_ir_dataset import ComposeConfig, compose
+from tasks.common.records import RecordError, read_chat_records, read_jsonl
 
 CATEGORIES = ("control_flow", "list_operations", "string_manipulation", "type_operations", "mathematical", "edge_cases")
 

@@ -145,7 +145,7 @@ def test_lift_sys_gpu_profile_is_the_seed_recipe():
     assert local.sft.base_model == "embedded:smollm2-135m-instruct" and local.generate_ir.teacher == "oracle"
     from trl import SFTConfig
 
-    from tasks.train_sft import TRAINER_DEFAULTS
+    from tasks.training.train_sft import TRAINER_DEFAULTS
 
     args = SFTConfig(output_dir="unused", **{**TRAINER_DEFAULTS, **t, "bf16": False})  # bf16 needs a GPU here
     assert args.load_best_model_at_end and args.eval_strategy == args.save_strategy == "steps"
@@ -157,8 +157,8 @@ def test_every_tuning_trial_is_a_valid_trl_config(profile):
     from trl import SFTConfig
 
     from flows.tuning_agent import PROJECTS as TUNED, TuningAgentConfig
-    from tasks.sft_trial import TrialSpec, trial_sft
-    from tasks.train_sft import TRAINER_DEFAULTS
+    from tasks.tuning_agent.sft_trial import TrialSpec, trial_sft
+    from tasks.training.train_sft import TRAINER_DEFAULTS
 
     cfg = load_config(TuningAgentConfig, "tuning-agent", profile=profile)
     project = load_config(TUNED[cfg.project][0], cfg.project, profile=profile, overrides=cfg.project_overrides)
@@ -185,7 +185,7 @@ def test_a_trainer_key_typo_is_a_config_error_with_the_nearest_key():
 
 
 def test_bf16_auto_follows_the_hardware():
-    from tasks.train_sft import SFTStageConfig, bf16_available, trainer_settings
+    from tasks.training.train_sft import SFTStageConfig, bf16_available, trainer_settings
 
     settings = trainer_settings(SFTStageConfig(trainer={"bf16": "auto"}))
     assert settings["bf16"] is bf16_available()

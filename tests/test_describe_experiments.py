@@ -7,10 +7,10 @@ import json
 import pytest
 
 from adapters.lab.lab_server import reference_lab
-from tasks.calibrate_phases import CalibrateConfig, calibrate
-from tasks.describe_experiments import DescribeConfig, describe, grounding_numbers, unsupported_numbers
-from tasks.harvest_experiments import HarvestConfig, harvest
-from tasks.records import RecordError, read_chat_records, read_jsonl
+from tasks.ben_lab.calibrate_phases import CalibrateConfig, calibrate
+from tasks.ben_lab.describe_experiments import DescribeConfig, describe, grounding_numbers, unsupported_numbers
+from tasks.ben_lab.harvest_experiments import HarvestConfig, harvest
+from tasks.common.records import RecordError, read_chat_records, read_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_drift_answers_give_the_number_and_scale_before_the_verdict(described, c
 
 def test_tri_and_drift_questions_come_in_many_wordings_none_of_them_the_evaluations(described):
     """Three fixed templates each: the model took a held-out TRI question for a drift question."""
-    from tasks.lab_answer_scoring import DRIFT_TEMPLATE, TRI_TEMPLATE
+    from tasks.ben_lab.lab_answer_scoring import DRIFT_TEMPLATE, TRI_TEMPLATE
 
     for kind, held_out in (("tri", TRI_TEMPLATE), ("replay_drift", DRIFT_TEMPLATE)):
         questions = [r.messages[1].content for r in read_chat_records(described / "chat.jsonl") if r.kind == kind]
@@ -142,7 +142,7 @@ def test_a_response_missing_a_field_is_named(tmp_path, harvested, calibrated):
 
 def test_phase_answers_follow_the_spoken_rule_before_naming_the_phase(described, calibrated):
     """Each reading of the lab's decision list is copied from the question and called high/low, then the phase."""
-    from tasks.describe_phases import READINGS, PhaseSignature
+    from tasks.ben_lab.describe_phases import READINGS, PhaseSignature
 
     signature = PhaseSignature(**json.loads((calibrated / "calibration.json").read_text())["signature"])
     phase_records = [r for r in read_chat_records(described / "chat.jsonl") if r.kind == "phase"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.train_sft import SFTStageConfig, train, trainer_settings
+from tasks.training.train_sft import SFTStageConfig, train, trainer_settings
 from tests.conftest import write_chat_records
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +64,7 @@ def test_two_cpu_processes_take_the_same_steps_and_reach_the_same_loss_as_one(tm
 
     two = tmp_path / "sft2"
     cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file",
-           str(ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"), "-m", "tasks.train_sft", "--mix", str(mix),
+           str(ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"), "-m", "tasks.training.train_sft", "--mix", str(mix),
            "--out", str(two), "--base-model", str(tiny_model),
            "--set", f"trainer.per_device_train_batch_size={GLOBAL_BATCH // 2}",
            *[a for o in overrides for a in ("--set", o)]]

@@ -14,14 +14,14 @@ import pytest
 from adapters.well import the_well as tw
 from adapters.well import well_solvers as ws
 from adapters.well import well_writer as ww
-from tasks import encode_trajectories as enc
-from tasks.encode_trajectories import (
+from tasks.quantum_mind import encode_trajectories as enc
+from tasks.quantum_mind.encode_trajectories import (
     FEATURE_LAYOUT,
     EncodeConfig,
     PhysicsFeatures,
     encode,
 )
-from tasks.physics_features import PhysicsThresholds, encode_trajectory
+from tasks.quantum_mind.physics_features import PhysicsThresholds, encode_trajectory
 
 TWO_PI = 2 * np.pi
 

@@ -8,10 +8,10 @@ import random
 
 import pytest
 
-from adapters.lift_ir import IR, ir_json
-from adapters.lift_templates import load_templates
-from tasks.evaluate_ir import EvalRow, EvaluateIRConfig, evaluate, judge, read_eval_rows, run_tests, summarize
-from tasks.records import RecordError
+from tasks.lift_sys.lift_ir import IR, ir_json
+from tasks.lift_sys.lift_templates import load_templates
+from tasks.lift_sys.evaluate_ir import EvalRow, EvaluateIRConfig, evaluate, judge, read_eval_rows, run_tests, summarize
+from tasks.common.records import RecordError
 
 
 @pytest.fixture(scope="module")

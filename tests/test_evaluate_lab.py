@@ -7,15 +7,15 @@ import json
 import pytest
 
 from adapters.lab.lab_server import reference_lab
-from tasks.answer_checks import repetition_loop
-from tasks.calibrate_phases import CalibrateConfig, calibrate, load_calibration
-from tasks.describe_experiments import DescribeConfig, describe
-from tasks.evaluate_lab import EvaluateLabConfig, ModelNotBetterError, gate_install, held_out_questions, summarise
-from tasks.harvest_experiments import HarvestConfig, harvest
-from tasks.lab_answer_scoring import score_answer
-from tasks.lab_concepts import EVAL_PROMPTS
-from tasks.records import read_chat_records, read_jsonl
-from tasks.stage import write_json_atomic
+from tasks.ben_lab.answer_checks import repetition_loop
+from tasks.ben_lab.calibrate_phases import CalibrateConfig, calibrate, load_calibration
+from tasks.ben_lab.describe_experiments import DescribeConfig, describe
+from tasks.ben_lab.evaluate_lab import EvaluateLabConfig, ModelNotBetterError, gate_install, held_out_questions, summarise
+from tasks.ben_lab.harvest_experiments import HarvestConfig, harvest
+from tasks.ben_lab.lab_answer_scoring import score_answer
+from tasks.ben_lab.lab_concepts import EVAL_PROMPTS
+from tasks.common.records import read_chat_records, read_jsonl
+from tasks.common.stage import write_json_atomic
 
 PLAN = dict(phase_runs_per_type=6, tri_runs=8, discovery_runs=2, drift_runs=8, system_sizes=[8, 12], depths=[1, 2],
             discovery_per_phase=[5])

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.encode_trajectories import EncodeConfig, encode
-from tasks.code_blocks import code_closed, extract_code
-from tasks.evaluate_quantum import (EvaluateConfig, check_answers, evaluate, humaneval_program, novel_score, read_humaneval,
+from tasks.quantum_mind.encode_trajectories import EncodeConfig, encode
+from tasks.common.code_blocks import code_closed, extract_code
+from tasks.quantum_mind.evaluate_quantum import (EvaluateConfig, check_answers, evaluate, humaneval_program, novel_score, read_humaneval,
                                     score, validation_markdown)
-from tasks.generate_physics_examples import GenerateConfig, generate, read_features
-from tasks.physics_reasoning import INSTRUCTIONS
-from tasks.quantum_eval_prompts import CONTRACT, build_prompts, requestable, split_of
-from tasks.records import RecordError
+from tasks.quantum_mind.generate_physics_examples import GenerateConfig, generate, read_features
+from tasks.quantum_mind.physics_reasoning import INSTRUCTIONS
+from tasks.quantum_mind.quantum_eval_prompts import CONTRACT, build_prompts, requestable, split_of
+from tasks.common.records import RecordError
 
 HUMANEVAL = Path(__file__).parent / "assets" / "qiskit_humaneval_sample.json"
 

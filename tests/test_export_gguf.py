@@ -14,10 +14,10 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.models.llama_cpp import GgufModel, LlamaCppError, convert_hf, resolve_llama_cpp_dir
-from tasks.export_gguf import ExportConfig, _check, _sft_parts, _verify, run
-from tasks.gguf_parity import conversation_ids, hf_logits, parity_failure, summarize, teacher_forced_agreement
-from tasks.records import read_chat_records, write_jsonl
-from tasks.stage import read_manifest
+from tasks.training.export_gguf import ExportConfig, _check, _sft_parts, _verify, run
+from tasks.training.gguf_parity import conversation_ids, hf_logits, parity_failure, summarize, teacher_forced_agreement
+from tasks.common.records import read_chat_records, write_jsonl
+from tasks.common.stage import read_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -265,7 +265,7 @@ def test_fetch_script_extracts_only_the_converters(tmp_path):
 
 
 def test_cli_help():
-    proc = subprocess.run([sys.executable, "-m", "tasks.export_gguf", "--help"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "tasks.training.export_gguf", "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "parity_min_rate (default 0.95)" in proc.stdout
     assert "parity_near_tie_margin" in proc.stdout and "teacher" in proc.stdout

@@ -121,7 +121,7 @@ def test_prefect_cache_never_returns_another_directorys_output(tmp_path, prefect
     """Same config and inputs, two output dirs: each run must get its own directory back."""
     from prefect import flow
 
-    from tasks.mix_datasets import MixConfig, mix_datasets
+    from tasks.training.mix_datasets import MixConfig, mix_datasets
     from tests.conftest import write_chat_records
 
     src = write_chat_records(tmp_path / "a.jsonl", 20)

@@ -35,7 +35,7 @@ def test_blocks_longer_than_the_model_are_refused():
 
 def test_per_mode_optimizer_settings_apply_to_their_mode_only_and_are_validated():
     from flows.indra_quantum import AblationConfig
-    from tasks.train_indra import OptimConfig
+    from tasks.indra_quantum.train_indra import OptimConfig
 
     ablation = AblationConfig(optim_by_mode={"fullq": {"lr": 0.02}})
     base = OptimConfig(lr=0.001, embedding_lr_mult=7)

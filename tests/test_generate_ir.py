@@ -15,14 +15,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from pydantic import ValidationError
 
-from adapters.lift_ir import IR_SCHEMA, validate_ir
-from adapters.lift_templates import load_templates
+from tasks.lift_sys.lift_ir import IR_SCHEMA, validate_ir
+from tasks.lift_sys.lift_templates import load_templates
 from adapters.teachers import TeacherUnavailable, make_teacher, request_of, task_of
-from tasks.generate_ir import (GenerateIRConfig, ScoreWeights, best_of_n, build_ir_messages, generate,
+from tasks.lift_sys.generate_ir import (GenerateIRConfig, ScoreWeights, best_of_n, build_ir_messages, generate,
                                generate_ir, parse_ir_output, schema_outline, score_ir)
-from tasks.generate_prompts import PromptRow
-from tasks.records import RecordError
-from tasks.stage import prefect_cache_key
+from tasks.lift_sys.generate_prompts import PromptRow
+from tasks.common.records import RecordError
+from tasks.common.stage import prefect_cache_key
 
 BARE = {"intent": {"summary": "Check whether a number is positive"},
         "signature": {"name": "is_positive", "parameters": [{"name": "n", "type_hint": "int"}]}}

@@ -9,13 +9,13 @@ from collections import defaultdict
 
 import pytest
 
-from tasks import circuit_families as cf
-from tasks.encode_trajectories import EncodeConfig, encode, physics_record
-from tasks.circuit_design import design, eligible_families
-from tasks.generate_physics_examples import GenerateConfig, generate, main
-from tasks.physics_reasoning import REASONING, SEED_TYPES, drift
-from tasks.records import RecordError, read_chat_records, read_jsonl
-from tasks.verify_circuits import CircuitVerifier, CodeItem, VerifyConfig, read_items
+from tasks.quantum_mind import circuit_families as cf
+from tasks.quantum_mind.encode_trajectories import EncodeConfig, encode, physics_record
+from tasks.quantum_mind.circuit_design import design, eligible_families
+from tasks.quantum_mind.generate_physics_examples import GenerateConfig, generate, main
+from tasks.quantum_mind.physics_reasoning import REASONING, SEED_TYPES, drift
+from tasks.common.records import RecordError, read_chat_records, read_jsonl
+from tasks.quantum_mind.verify_circuits import CircuitVerifier, CodeItem, VerifyConfig, read_items
 
 PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
@@ -57,7 +57,7 @@ def write_features(path, *rows) -> str:
 
 
 def features(row: dict):
-    from tasks.encode_trajectories import PhysicsFeatures
+    from tasks.quantum_mind.encode_trajectories import PhysicsFeatures
 
     return PhysicsFeatures.model_validate(row)
 

@@ -10,10 +10,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from adapters.lift_oracle import TemplateOracle
-from adapters.lift_templates import CATEGORIES, DEFAULT_TEMPLATES, load_templates
+from tasks.lift_sys.lift_oracle import TemplateOracle
+from tasks.lift_sys.lift_templates import CATEGORIES, DEFAULT_TEMPLATES, load_templates
 from adapters.teachers import request_of
-from tasks.generate_prompts import (
+from tasks.lift_sys.generate_prompts import (
     PromptRow,
     PromptsConfig,
     build_paraphrase_messages,
@@ -25,7 +25,7 @@ from tasks.generate_prompts import (
     template_prompts,
     write_prompts,
 )
-from tasks.records import read_jsonl, read_models
+from tasks.common.records import read_jsonl, read_models
 
 LIBRARY = load_templates()
 

@@ -8,9 +8,9 @@ import pytest
 
 from adapters.lab.lab_client import LabUnreachableError
 from adapters.lab.lab_server import reference_lab
-from tasks.harvest_experiments import DegenerateLabError, HarvestConfig, harvest, plan_experiments
-from tasks.records import read_jsonl
-from tasks.stage import stage_key
+from tasks.ben_lab.harvest_experiments import DegenerateLabError, HarvestConfig, harvest, plan_experiments
+from tasks.common.records import read_jsonl
+from tasks.common.stage import stage_key
 
 
 def tiny_plan(**kw) -> HarvestConfig:
@@ -131,7 +131,7 @@ def test_degenerate_answers_that_stay_degenerate_are_rejected_and_counted(tmp_pa
 
 
 def test_a_repeat_of_another_experiments_answer_is_degenerate():
-    from tasks.lab_responses import remember, screen
+    from tasks.ben_lab.lab_responses import remember, screen
 
     seen: dict = {}
     row = {"id": "phase-a", "kind": "phase", "endpoint": "/run_phase_experiment", "response": {"feature_vector": [0.1, 0.2, 0.3]}}

@@ -7,15 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from tasks.indra_corpora import (
+from tasks.indra_quantum.indra_corpora import (
     AlpacaSource,
     WikiTextSource,
     alpaca_docs,
     teacher_prompts,
     wikitext_docs,
 )
-from tasks.indra_data import IndraDataConfig, IndraDataError, build, pack
-from tasks.records import RecordError
+from tasks.indra_quantum.indra_data import IndraDataConfig, IndraDataError, build, pack
+from tasks.common.records import RecordError
 from tests.conftest import write_chat_records
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tasks.indra_model import (
+from tasks.indra_quantum.indra_model import (
     MODES,
     ComplexAttention,
     ComplexLinear,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from adapters.models.teacher_logits import GgufTopK, TeacherError
-from tasks.indra_data import IndraDataConfig, build
-from tasks.indra_teacher import TeacherConfig, compute
+from tasks.indra_quantum.indra_data import IndraDataConfig, build
+from tasks.indra_quantum.indra_teacher import TeacherConfig, compute
 from tests.conftest import write_chat_records
 
 K = 8
@@ -97,7 +97,7 @@ def test_live_distillation_matches_the_precomputed_arrays(corpus, tmp_path, mode
     """objective.teacher=live runs the teacher per batch: the same KD terms as the stored top-k (float32)."""
     import csv
 
-    from tasks.train_indra import TrainIndraConfig, train
+    from tasks.indra_quantum.train_indra import TrainIndraConfig, train
 
     teacher_cfg = TeacherConfig(top_k=K, values_dtype="float32", model_cache_dir=model_cache)
     teacher = compute(teacher_cfg, corpus, tmp_path / "teacher")

@@ -15,8 +15,8 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.models.ollama import OllamaError
-from tasks.install_ollama import InstallConfig, ollama_template, run
-from tasks.stage import read_manifest, write_json_atomic
+from tasks.training.install_ollama import InstallConfig, ollama_template, run
+from tasks.common.stage import read_manifest, write_json_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -267,6 +267,6 @@ def test_non_chatml_template_is_refused_with_a_hint():
 
 
 def test_cli_help():
-    proc = subprocess.run([sys.executable, "-m", "tasks.install_ollama", "--help"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "tasks.training.install_ollama", "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "model_name (required)" in proc.stdout and "--set" in proc.stdout

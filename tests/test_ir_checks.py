@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tasks.ir_checks import precheck, requested_returns
+from tasks.lift_sys.ir_checks import precheck, requested_returns
 
 SIGN_PROMPT = ("Write a function classify(n) that takes an integer n and returns 'positive' if n is greater than zero, "
                "'negative' if it is less than zero, and 'zero' if it is exactly zero.")

@@ -11,7 +11,7 @@ from adapters.lab.lab_client import LabClient
 from adapters.lab.lab_server import reference_lab
 from flows.lab_chat import (RECENT_TURNS, STOPPED, LabGrounding, OllamaChat, chat_turn, lab_result_prompt,
                             lab_result_table, parse_shortcut, parse_tool_call, ungrounded_numbers)
-from tasks.answer_checks import repetition_loop
+from tasks.ben_lab.answer_checks import repetition_loop
 from tests.test_install_ollama import FakeOllama
 
 # Shaped like the reference lab's answers (feature vectors and top_k included: they must not reach the table).

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tasks.load_instruct import InstructConfig, load_instruct
-from tasks.records import RecordError, read_chat_records
+from tasks.quantum_mind.load_instruct import InstructConfig, load_instruct
+from tasks.common.records import RecordError, read_chat_records
 
 ROWS = [{"problem_text": "Prepare a Bell state on two qubits and explain each gate.",
          "solution": "Apply H to qubit 0, then CNOT(0, 1).\n```python\nqc.h(0); qc.cx(0, 1)\n```",

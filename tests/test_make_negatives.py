@@ -8,11 +8,11 @@ from collections import Counter
 
 import pytest
 
-from adapters.lift_ir import validate_ir
-from adapters.lift_templates import CATEGORIES, load_templates
-from tasks.generate_prompts import template_prompts
-from tasks.ir_checks import precheck
-from tasks.make_negatives import (
+from tasks.lift_sys.lift_ir import validate_ir
+from tasks.lift_sys.lift_templates import CATEGORIES, load_templates
+from tasks.lift_sys.generate_prompts import template_prompts
+from tasks.lift_sys.ir_checks import precheck
+from tasks.lift_sys.make_negatives import (
     ERROR_TYPES,
     NegativeRow,
     NegativesConfig,
@@ -22,7 +22,7 @@ from tasks.make_negatives import (
     verbose_literal,
     write_negatives,
 )
-from tasks.records import RecordError, read_jsonl, read_models
+from tasks.common.records import RecordError, read_jsonl, read_models
 
 LIBRARY = load_templates()
 ALL = NegativeShares(verbose_literal=1, missing_bool_int_order=1, missing_return_path=1, wrong_types=1)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tasks.mix_datasets import MixConfig, MixSource, mix
-from tasks.records import RecordError, read_chat_records
+from tasks.training.mix_datasets import MixConfig, MixSource, mix
+from tasks.common.records import RecordError, read_chat_records
 from tests.conftest import write_chat_records
 
 
@@ -80,7 +80,7 @@ def test_second_run_is_a_cache_hit(tmp_path):
 
 
 def test_a_missing_source_is_dropped_and_weights_renormalise(tmp_path):
-    from tasks.mix_datasets import available_sources
+    from tasks.training.mix_datasets import available_sources
 
     a = write_chat_records(tmp_path / "a.jsonl", 100)
     empty = tmp_path / "empty.jsonl"

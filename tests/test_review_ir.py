@@ -10,10 +10,10 @@ import threading
 import pytest
 from prefect import flow
 
-from tasks.records import RecordError, read_jsonl
-from tasks.review_decisions import StoredDecision, append_decisions, ir_sha, load_store
-from tasks.review_ir import ReviewConfig, review
-from tasks.review_ui import review_in_ui, run_review
+from tasks.common.records import RecordError, read_jsonl
+from tasks.lift_sys.review_decisions import StoredDecision, append_decisions, ir_sha, load_store
+from tasks.lift_sys.review_ir import ReviewConfig, review
+from tasks.lift_sys.review_ui import review_in_ui, run_review
 from tests.conftest import answer_pauses
 
 PROMPT = ("Write a function classify_sign(n: int) -> str that returns 'positive' when n > 0, "

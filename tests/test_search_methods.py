@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from adapters.qubo.solver_choice import make_solver
-from tasks.fm_surrogate import fit_fm, one_hot_penalty_weight
-from tasks.search_methods import FMQAConfig, make_method
-from tasks.search_space import SearchSpace
-from tasks.train_sft import SFTStageConfig
+from tasks.tuning_agent.fm_surrogate import fit_fm, one_hot_penalty_weight
+from tasks.tuning_agent.search_methods import FMQAConfig, make_method
+from tasks.tuning_agent.search_space import SearchSpace
+from tasks.training.train_sft import SFTStageConfig
 
 SPACE = SearchSpace(dimensions={"trainer.learning_rate": [1e-5, 1e-4, 1e-3, 1e-2], "lora.r": [4, 8, 16],
                                 "lora.alpha": [8, 32], "lora.dropout": [0.0, 0.1]})

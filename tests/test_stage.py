@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tasks.stage import MANIFEST, cached, key_digest, stage_output
+from tasks.common.stage import MANIFEST, cached, key_digest, stage_output
 
 
 def test_key_changes_with_input_content_not_mtime(tmp_path):

@@ -57,8 +57,8 @@ def test_data_stages_prefect_keys_are_their_manifest_keys(project, prefect_harne
 def test_a_stage_whose_body_keys_differently_from_prefect_is_caught(prefect_harness, data_dir, tmp_path, key_requests,
                                                                     monkeypatch):
     """A body that hashes other inputs than the ones Prefect was given (sft hashed the mix's files, Prefect the mix dir)."""
-    import tasks.mix_datasets as mix_module
-    from tasks.stage import stage_key
+    import tasks.training.mix_datasets as mix_module
+    from tasks.common.stage import stage_key
 
     def keyed_on_the_describe_dir(fn, cfg, inputs, out_dir):  # mix is given describe's chat.jsonl
         return stage_key(fn, cfg, [Path(p).parent for p in inputs], out_dir)

@@ -14,8 +14,8 @@ from prefect.cache_policies import NO_CACHE
 from flows.config import ConfigError, RunnerConfig, load_config
 from flows.quantum_mind import QuantumMindConfig
 from flows.runner import StageTimer
-from tasks.encode_trajectories import EncodeConfig, encode_trajectories
-from tasks.verify_circuits import VerifyConfig, verify_circuits
+from tasks.quantum_mind.encode_trajectories import EncodeConfig, encode_trajectories
+from tasks.quantum_mind.verify_circuits import VerifyConfig, verify_circuits
 from tests.test_verify_circuits import exchange, givens, ising
 
 SHARD_ITEMS = 4
@@ -126,7 +126,7 @@ def _slow_first(i: int, n: int) -> int:
 def test_map_shards_returns_results_in_shard_order(prefect_harness):
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from tasks.shards import map_shards, sharding_on
+    from tasks.common.shards import map_shards, sharding_on
 
     @flow
     def fan_out() -> list[int]:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.indra_data import pack
-from tasks.indra_objective import ObjectiveConfig, combined_loss, curriculum
-from tasks.train_indra import Interrupted, TrainIndraConfig, train
+from tasks.indra_quantum.indra_data import pack
+from tasks.indra_quantum.indra_objective import ObjectiveConfig, combined_loss, curriculum
+from tasks.indra_quantum.train_indra import Interrupted, TrainIndraConfig, train
 
 VOCAB, LEN, K = 32, 16, 4
 
@@ -139,7 +139,7 @@ def test_distillation_teaches_what_only_the_teacher_knows(tmp_path):
     ce_run = train(config(objective={"distill": False}, **common), {"data": data}, tmp_path / "ce")
 
     def agreement(run: Path, rule) -> float:
-        from tasks.indra_model import IndraLM
+        from tasks.indra_quantum.indra_model import IndraLM
 
         shape = json.loads((run / "model_config.json").read_text())
         model = IndraLM(shape.pop("vocab_size"), **shape)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.train_sft import SFTStageConfig, build_trainer, load_quantized, to_prompt_completion, train
+from tasks.training.train_sft import SFTStageConfig, build_trainer, load_quantized, to_prompt_completion, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +55,7 @@ def test_loss_is_on_the_assistant_answer_only(tiny_model, mix_dir, tmp_path):
 
 def test_killed_run_resumes_from_its_checkpoint(tmp_path, tiny_model, mix_dir):
     out = tmp_path / "sft"
-    cmd = [sys.executable, "-m", "tasks.train_sft", "--mix", str(mix_dir), "--out", str(out), "--base-model", str(tiny_model),
+    cmd = [sys.executable, "-m", "tasks.training.train_sft", "--mix", str(mix_dir), "--out", str(out), "--base-model", str(tiny_model),
            "--set", "trainer.max_steps=120", "--set", "trainer.save_steps=8", "--set", "trainer.per_device_train_batch_size=1",
            "--set", "trainer.disable_tqdm=true", "--set", "trainer.learning_rate=1e-3"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -112,7 +112,7 @@ def test_last_message_must_be_the_answer(tmp_path):
 
 
 def test_a_checkpoint_torn_by_a_kill_is_never_resumed_from(tmp_path):
-    from tasks.train_sft import last_complete_checkpoint
+    from tasks.training.train_sft import last_complete_checkpoint
 
     ckpts = tmp_path / "checkpoints"
     (ckpts / "checkpoint-4").mkdir(parents=True)

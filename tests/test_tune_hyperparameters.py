@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from prefect import flow
 
-from tasks.guide_trials import ask_in_ui
-from tasks.search_space import SearchSpace
-from tasks.sft_trial import TrialConfig, TrialSpec, read_trial, run_trial
-from tasks.stage import read_manifest
-from tasks.train_sft import SFTStageConfig, last_complete_checkpoint
-from tasks.tune_hyperparameters import TuneConfig, read_journal, tune
+from tasks.tuning_agent.guide_trials import ask_in_ui
+from tasks.tuning_agent.search_space import SearchSpace
+from tasks.tuning_agent.sft_trial import TrialConfig, TrialSpec, read_trial, run_trial
+from tasks.common.stage import read_manifest
+from tasks.training.train_sft import SFTStageConfig, last_complete_checkpoint
+from tasks.tuning_agent.tune_hyperparameters import TuneConfig, read_journal, tune
 from tests.conftest import answer_pauses
 
 SPACE = SearchSpace(dimensions={"trainer.learning_rate": [1e-3, 3e-2], "lora.r": [2, 4]})

@@ -1,7 +1,7 @@
 """What a user sees when their input, config or environment is wrong: one line, exit 2, before any real work.
 
 Each case runs the real command in a fresh process, as a user would: ``python -m flows.<project>`` and,
-where the stage has a CLI of its own, ``python -m tasks.<stage>``.
+where the stage has a CLI of its own, ``python -m tasks.<project>.<stage>``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def test_missing_well_directory(tmp_path):
 
 
 def test_missing_well_directory_in_the_stage_cli(tmp_path):
-    code, out = run("tasks.encode_trajectories", "--out", str(tmp_path / "encode"), "--source", "/nonexistent/well")
+    code, out = run("tasks.quantum_mind.encode_trajectories", "--out", str(tmp_path / "encode"), "--source", "/nonexistent/well")
     assert_one_line_error(code, out, "/nonexistent/well")
     assert not (tmp_path / "encode").exists()
 
@@ -66,7 +66,7 @@ def test_anthropic_teacher_without_its_key_in_the_flow(tmp_path, key, named):
 @pytest.mark.parametrize("stage", ["generate_ir", "generate_prompts"])
 def test_anthropic_teacher_without_its_key_in_the_stage_cli(tmp_path, stage):
     inputs = ["--prompts", str(tmp_path / "prompts.jsonl")] if stage == "generate_ir" else []
-    code, out = run(f"tasks.{stage}", *inputs, "--out", str(tmp_path / "out"), "--set", "teacher=anthropic:claude-haiku-4-5")
+    code, out = run(f"tasks.lift_sys.{stage}", *inputs, "--out", str(tmp_path / "out"), "--set", "teacher=anthropic:claude-haiku-4-5")
     assert_one_line_error(code, out, "ANTHROPIC_API_KEY")
     assert not (tmp_path / "out").exists()
 
@@ -81,7 +81,7 @@ def test_unreachable_lab_is_reported_once(tmp_path):
 
 def test_unreachable_lab_in_the_stage_cli(tmp_path):
     url = f"http://127.0.0.1:{free_port()}"
-    code, out = run("tasks.harvest_experiments", "--out", str(tmp_path / "harvest"), "--lab-url", url, "--set", "retries=0")
+    code, out = run("tasks.ben_lab.harvest_experiments", "--out", str(tmp_path / "harvest"), "--lab-url", url, "--set", "retries=0")
     assert "unreachable" in assert_one_line_error(code, out, url)
 
 
@@ -95,7 +95,7 @@ def test_negative_plan_count_is_a_config_error(tmp_path, project, key):
 
 
 def test_negative_plan_count_in_the_stage_cli(tmp_path):
-    code, out = run("tasks.harvest_experiments", "--out", str(tmp_path / "harvest"), "--set", "phase_runs_per_type=-1")
+    code, out = run("tasks.ben_lab.harvest_experiments", "--out", str(tmp_path / "harvest"), "--set", "phase_runs_per_type=-1")
     assert "(got -1)" in assert_one_line_error(code, out, "phase_runs_per_type")
     assert not (tmp_path / "harvest").exists()
 

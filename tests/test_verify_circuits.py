@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from tasks.records import RecordError
-from tasks.verify_circuits import CircuitVerifier, CodeItem, VerifyConfig, VerifyError, main, read_items, verify
+from tasks.common.records import RecordError
+from tasks.quantum_mind.verify_circuits import CircuitVerifier, CodeItem, VerifyConfig, VerifyError, main, read_items, verify
 
 HEADER = "from qiskit import QuantumCircuit\nfrom qiskit.circuit import ParameterVector\nfrom qiskit.circuit.library import XXPlusYYGate\n"
 
@@ -112,10 +112,10 @@ def test_broken_code_is_reported(verifier):
 
 def test_hostile_code_is_denied_and_cannot_fool_the_checker(verifier):
     steal = givens(4, 1, [0]) + "import os, socket\nkey = os.environ['ANTHROPIC_API_KEY']\nsocket.socket()\n"
-    writes = givens(4, 1, [0]) + "open('/work/main/tasks/verify_circuits.py', 'a').write('#')\n"
+    writes = givens(4, 1, [0]) + "open('/work/main/tasks/quantum_mind/verify_circuits.py', 'a').write('#')\n"
     # a symmetry-breaking circuit that patches the checker in its own process (already imported there)
     cheat = givens(4, 1, [0], "ansatz.ry(0.3, 1)\n") + (
-        "import sys\nchecks = sys.modules['tasks.circuit_checks']\n"
+        "import sys\nchecks = sys.modules['tasks.quantum_mind.circuit_checks']\n"
         "checks._check_physics = lambda reference, ansatz, circuit, claims, args, out: out\n")
     steal_row, write_row, cheat_row = check(verifier, item(steal, 4, "u1", 1, "s"), item(writes, 4, "u1", 1, "w"),
                                             item(cheat, 4, "u1", 1, "c"))
@@ -170,7 +170,7 @@ def test_simulator_matches_qiskit_statevector():
     from qiskit.circuit.library import XXPlusYYGate
     from qiskit.quantum_info import Statevector, random_unitary
 
-    from tasks.circuit_checks import _compile, _evolve
+    from tasks.quantum_mind.circuit_checks import _compile, _evolve
 
     qc = QuantumCircuit(5)
     qc.h(0), qc.cx(0, 3), qc.append(XXPlusYYGate(0.7, 0.2), [4, 1]), qc.ccx(2, 0, 4), qc.ry(0.4, 2)

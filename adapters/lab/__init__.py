@@ -1,1 +1,1 @@
-"""The Jarvis lab: its HTTP client, schema, physics, quirks and labtune's reference server."""
+"""The Jarvis lab: HTTP client, schema, physics, quirks, the reference server."""

@@ -1,1 +1,1 @@
-"""Isolated execution of untrusted Python: the host side, the zygote worker, their frames."""
+"""Isolated execution of untrusted Python: host side, zygote worker, frames."""

@@ -3,7 +3,7 @@
     teacher = make_teacher("anthropic:claude-sonnet-4-5")          # key from $ANTHROPIC_API_KEY or a Secret block
     teacher = make_teacher("openai:http://127.0.0.1:8000/v1#qwen")  # vLLM, llama.cpp server, Ollama's /v1
     teacher = make_teacher("local:embedded")                        # a GGUF in llama.cpp (or local:/path/model.gguf)
-    oracle = TemplateOracle(library, rows=prompt_rows)              # exact IRs from template slots (adapters/lift_oracle.py)
+    oracle = TemplateOracle(library, rows=prompt_rows)              # exact IRs from template slots (tasks/lift_sys/lift_oracle.py)
     reply = teacher.generate(messages, max_tokens=1024, temperature=0.0, json_schema=IR_SCHEMA)
     teacher.usage()   # {"requests", "retries", "input_tokens", "output_tokens", "cost_usd", "priced"}
 

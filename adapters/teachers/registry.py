@@ -1,7 +1,7 @@
 """Teachers picked by name: a spec such as ``anthropic:claude-haiku-4-5`` names the backend and its argument.
 
 ``oracle`` is a valid spec too, but the template oracle answers only the prompt rows it is built with,
-so the lift-sys stages build it themselves (``adapters.lift_oracle.TemplateOracle``).
+so the lift-sys stages build it themselves (``tasks.lift_sys.lift_oracle.TemplateOracle``).
 """
 
 from __future__ import annotations
@@ -73,5 +73,5 @@ def make_teacher(spec: str, **kw) -> Teacher:
     kind, arg = parse_teacher_spec(spec)
     if kind == ORACLE:
         raise ValueError("the template oracle answers only the prompt rows it is built with: "
-                         "build it as adapters.lift_oracle.TemplateOracle(library, rows=...)")
+                         "build it as tasks.lift_sys.lift_oracle.TemplateOracle(library, rows=...)")
     return BACKENDS[kind](arg, **{k: v for k, v in kw.items() if v is not None})

@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from adapters.lift_ir import IR_SCHEMA, validate_ir
-from adapters.lift_oracle import TemplateOracle
+from tasks.lift_sys.lift_ir import IR_SCHEMA, validate_ir
+from tasks.lift_sys.lift_oracle import TemplateOracle
 from adapters.teachers import TeacherError, wrap_request
 
 
 @pytest.fixture(scope="module")
 def library():
-    from adapters.lift_templates import load_templates
+    from tasks.lift_sys.lift_templates import load_templates
 
     return load_templates()
 

@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adapters.lift_ir import validate_ir
-from adapters.lift_templates import (
+from tasks.lift_sys.lift_ir import validate_ir
+from tasks.lift_sys.lift_templates import (
     CATEGORIES,
     DEFAULT_TEMPLATES,
     TemplateError,
     load_templates,
 )
-from tasks.generate_prompts import meaning_lost
-from tasks.ir_checks import precheck
+from tasks.lift_sys.generate_prompts import meaning_lost
+from tasks.lift_sys.ir_checks import precheck
 
 LIBRARY = load_templates()
 

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from adapters.lift_ir import IR_SCHEMA, validate_ir
+from tasks.lift_sys.lift_ir import IR_SCHEMA, validate_ir
 from adapters.teachers import (REQUEST_CLOSE, REQUEST_OPEN, AnthropicTeacher, OpenAICompatibleTeacher, RetryPolicy,
                                TeacherError, TeacherUnavailable, grammar_schema, make_teacher, parse_teacher_spec,
                                request_of, requested_count, task_of, wrap_request)
@@ -311,7 +311,7 @@ def test_local_model_with_the_ir_schema_replies_valid_json():
 def test_schema_constrained_strings_never_hold_raw_control_characters():
     """Asked for a function's IR, the base model starts its summary with code and newlines: they must be escaped."""
     from adapters.models.base_models import embedded_gguf
-    from tasks.compose_ir_dataset import request_messages
+    from tasks.lift_sys.compose_ir_dataset import request_messages
 
     messages = request_messages("Write a function add(a, b) that returns the sum of the integers a and b.")
     teacher = make_teacher(f"local:{embedded_gguf()}")

@@ -91,7 +91,7 @@ FLOW = textwrap.dedent("""
 
     from prefect import flow
 
-    from tasks.mix_datasets import MixConfig, mix_datasets
+    from tasks.training.mix_datasets import MixConfig, mix_datasets
 
 
     @flow(name="labtune-postgres-check")

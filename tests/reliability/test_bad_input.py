@@ -13,26 +13,26 @@ from pathlib import Path
 
 import pytest
 
-from tasks.records import RecordError
+from tasks.common.records import RecordError
 
 NOT_UTF8 = b'{"prompt": "caf\xe9 au lait"}\n'  # Latin-1 é: what a spreadsheet export or an old editor writes
 BROKEN_JSON = b'{"prompt": "half a line", "ir": {"intent": \n'
 
 
 def _mix(bad: Path, out: Path) -> None:
-    from tasks.mix_datasets import MixConfig, mix
+    from tasks.training.mix_datasets import MixConfig, mix
 
     mix(MixConfig(), [bad], out)
 
 
 def _calibrate(bad: Path, out: Path) -> None:
-    from tasks.calibrate_phases import CalibrateConfig, calibrate
+    from tasks.ben_lab.calibrate_phases import CalibrateConfig, calibrate
 
     calibrate(CalibrateConfig(), bad, out)
 
 
 def _describe(bad: Path, out: Path) -> None:
-    from tasks.describe_experiments import DescribeConfig, describe
+    from tasks.ben_lab.describe_experiments import DescribeConfig, describe
 
     calibration = out.parent.parent / "calibrate"
     calibration.mkdir(exist_ok=True)  # empty: the experiments are read (and refused) before the calibration
@@ -40,19 +40,19 @@ def _describe(bad: Path, out: Path) -> None:
 
 
 def _verify(bad: Path, out: Path) -> None:
-    from tasks.verify_circuits import VerifyConfig, verify
+    from tasks.quantum_mind.verify_circuits import VerifyConfig, verify
 
     verify(VerifyConfig(), bad, out)
 
 
 def _generate_ir(bad: Path, out: Path) -> None:
-    from tasks.generate_ir import GenerateIRConfig, generate
+    from tasks.lift_sys.generate_ir import GenerateIRConfig, generate
 
     generate(GenerateIRConfig(), bad, out)
 
 
 def _review_decisions(bad: Path, out: Path) -> None:
-    from tasks.review_ir import ReviewConfig, review
+    from tasks.lift_sys.review_ir import ReviewConfig, review
 
     irs = out.parent / "ir.jsonl"
     irs.write_text(json.dumps({"id": "p0", "prompt": "Write f.", "category": "control_flow", "ir": None}) + "\n")
@@ -60,43 +60,43 @@ def _review_decisions(bad: Path, out: Path) -> None:
 
 
 def _negatives(bad: Path, out: Path) -> None:
-    from tasks.make_negatives import NegativesConfig, write_negatives
+    from tasks.lift_sys.make_negatives import NegativesConfig, write_negatives
 
     write_negatives(NegativesConfig(), bad, out)
 
 
 def _compose(bad: Path, out: Path) -> None:
-    from tasks.compose_ir_dataset import ComposeConfig, compose
+    from tasks.lift_sys.compose_ir_dataset import ComposeConfig, compose
 
     compose(ComposeConfig(), [bad], out)
 
 
 def _evaluate_ir(bad: Path, out: Path) -> None:
-    from tasks.evaluate_ir import EvaluateIRConfig, evaluate
+    from tasks.lift_sys.evaluate_ir import EvaluateIRConfig, evaluate
 
     evaluate(EvaluateIRConfig(), {"prompts": bad, "teacher": "openai:http://127.0.0.1:9/v1"}, out)
 
 
 def _sft_records(bad: Path, out: Path) -> None:
-    from tasks.train_sft import to_prompt_completion  # what train() reads train/val.jsonl with, before any model
+    from tasks.training.train_sft import to_prompt_completion  # what train() reads train/val.jsonl with, before any model
 
     to_prompt_completion(bad)
 
 
 def _physics_features(bad: Path, out: Path) -> None:
-    from tasks.generate_physics_examples import GenerateConfig, generate
+    from tasks.quantum_mind.generate_physics_examples import GenerateConfig, generate
 
     generate(GenerateConfig(), bad, out)
 
 
 def _load_instruct(bad: Path, out: Path) -> None:
-    from tasks.load_instruct import InstructConfig, load_instruct
+    from tasks.quantum_mind.load_instruct import InstructConfig, load_instruct
 
     load_instruct(InstructConfig(path=bad), None, out)
 
 
 def _humaneval(bad: Path, out: Path) -> None:
-    from tasks.evaluate_quantum import read_humaneval  # the evaluate stage's reader of evaluate.humaneval_path
+    from tasks.quantum_mind.evaluate_quantum import read_humaneval  # the evaluate stage's reader of evaluate.humaneval_path
 
     read_humaneval(bad)
 
@@ -159,7 +159,7 @@ def test_a_corrupt_hdf5_file_stops_encode_naming_the_file(one_well_dataset, tmp_
     import shutil
 
     from adapters.well.the_well import WellFormatError
-    from tasks.encode_trajectories import EncodeConfig, encode
+    from tasks.quantum_mind.encode_trajectories import EncodeConfig, encode
 
     src = tmp_path / "src"
     shutil.copytree(one_well_dataset, src)
@@ -186,8 +186,8 @@ def _accepted_with_extra_key(path: Path) -> Path:
 
 
 def test_ir_with_an_extra_key_is_named_by_compose_and_negatives(tmp_path):
-    from tasks.compose_ir_dataset import ComposeConfig, compose
-    from tasks.make_negatives import NegativesConfig, write_negatives
+    from tasks.lift_sys.compose_ir_dataset import ComposeConfig, compose
+    from tasks.lift_sys.make_negatives import NegativesConfig, write_negatives
 
     acc = _accepted_with_extra_key(tmp_path / "accepted.jsonl")
     with pytest.raises(RecordError, match=r"accepted\.jsonl: record 3.*ir\.intent\.confidence.*Extra inputs"):
@@ -198,8 +198,8 @@ def test_ir_with_an_extra_key_is_named_by_compose_and_negatives(tmp_path):
 
 
 def test_ir_with_an_extra_key_is_rejected_by_review_with_the_field_as_reason(tmp_path):
-    from tasks.records import read_jsonl
-    from tasks.review_ir import ReviewConfig, review
+    from tasks.common.records import read_jsonl
+    from tasks.lift_sys.review_ir import ReviewConfig, review
 
     acc = _accepted_with_extra_key(tmp_path / "ir.jsonl")
     out = review(ReviewConfig(decisions_store=tmp_path / "store.jsonl"), acc, tmp_path / "review")
@@ -224,8 +224,8 @@ def _prompts(path: Path) -> Path:
 
 def test_enormous_prompt_is_refused_by_the_local_model_and_the_evaluation_completes(tmp_path):
     from adapters.models.base_models import embedded_gguf
-    from tasks.evaluate_ir import EvaluateIRConfig, evaluate
-    from tasks.records import read_jsonl
+    from tasks.lift_sys.evaluate_ir import EvaluateIRConfig, evaluate
+    from tasks.common.records import read_jsonl
 
     cfg = EvaluateIRConfig(max_tokens=16, n_threads=1, codegen="none")
     out = evaluate(cfg, {"prompts": _prompts(tmp_path / "prompts.jsonl"), "embedded": str(embedded_gguf())},
@@ -239,8 +239,8 @@ def test_enormous_prompt_is_refused_by_the_local_model_and_the_evaluation_comple
 
 
 def test_enormous_prompt_refused_by_a_teacher_server_is_recorded_not_fatal(tmp_path):
-    from tasks.evaluate_ir import EvaluateIRConfig, evaluate
-    from tasks.records import read_jsonl
+    from tasks.lift_sys.evaluate_ir import EvaluateIRConfig, evaluate
+    from tasks.common.records import read_jsonl
     from tests.test_generate_ir import RICH, ChatServer
 
     server = ChatServer()

@@ -19,9 +19,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from tasks.mix_datasets import MixConfig, mix, mix_datasets
-from tasks.records import RecordError, read_jsonl
-from tasks.stage import prefect_cache_key, read_manifest
+from tasks.training.mix_datasets import MixConfig, mix, mix_datasets
+from tasks.common.records import RecordError, read_jsonl
+from tasks.common.stage import prefect_cache_key, read_manifest
 from tests.conftest import write_chat_records
 from tests.test_export_gguf import sft_dir, val_jsonl  # noqa: F401  (fixtures: a LoRA-tuned embedded SmolLM2 + val records)
 
@@ -72,7 +72,7 @@ def test_an_output_changed_in_place_is_noticed_by_its_digest(tmp_path, capsys):
 
 
 def test_a_file_torn_mid_line_is_named_by_the_stage_that_reads_it(tmp_path):
-    from tasks.train_sft import to_prompt_completion
+    from tasks.training.train_sft import to_prompt_completion
 
     src = write_chat_records(tmp_path / "chat.jsonl", 40)
     out = mix(MixConfig(), [src], tmp_path / "mix")
@@ -93,11 +93,11 @@ HARVEST = ["--set", "phase_runs_per_type=2", "--set", "tri_runs=4", "--set", "di
 def test_a_harvest_killed_mid_stage_resumes_and_loses_or_repeats_no_experiment(tmp_path):
     """The lab hangs on its 7th call (fault seed 5, one call at a time): the 6 before it are in the work log."""
     from adapters.lab.lab_server import _free_port, reference_lab
-    from tasks.harvest_experiments import HarvestConfig, plan_experiments
+    from tasks.ben_lab.harvest_experiments import HarvestConfig, plan_experiments
 
     out = tmp_path / "shared" / "harvest"
     port = _free_port("127.0.0.1")
-    cmd = [sys.executable, "-m", "tasks.harvest_experiments", "--out", str(out), "--lab-url", f"http://127.0.0.1:{port}",
+    cmd = [sys.executable, "-m", "tasks.ben_lab.harvest_experiments", "--out", str(out), "--lab-url", f"http://127.0.0.1:{port}",
            *HARVEST]
     with reference_lab(port, timeout_rate=0.25, hang_seconds=3600, fault_seed=5):
         run = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -127,7 +127,7 @@ def test_a_harvest_killed_mid_stage_resumes_and_loses_or_repeats_no_experiment(t
 # ---- teacher answering 429 and 500 inside the stage ------------------------------------------------------
 
 def test_teacher_429_and_500_inside_generate_ir_are_retried_and_every_prompt_gets_one_row(tmp_path):
-    from tasks.generate_ir import GenerateIRConfig, generate
+    from tasks.lift_sys.generate_ir import GenerateIRConfig, generate
     from tests.test_generate_ir import BARE, RICH, ChatServer, plain_rows, write_rows
 
     server = ChatServer()
@@ -152,8 +152,8 @@ def test_teacher_429_and_500_inside_generate_ir_are_retried_and_every_prompt_get
 @pytest.mark.slow
 def test_an_export_killed_mid_conversion_leaves_no_gguf_anyone_takes_and_reruns_clean(tmp_path, sft_dir, val_jsonl):  # noqa: F811
     from adapters.models.llama_cpp import LlamaCppError, resolve_llama_cpp_dir
-    from tasks.install_ollama import InstallConfig
-    from tasks.install_ollama import run as install
+    from tasks.training.install_ollama import InstallConfig
+    from tasks.training.install_ollama import run as install
 
     try:
         resolve_llama_cpp_dir()
@@ -161,7 +161,7 @@ def test_an_export_killed_mid_conversion_leaves_no_gguf_anyone_takes_and_reruns_
         pytest.skip(str(e))
     sft, val = sft_dir, val_jsonl
     out = tmp_path / "shared" / "export"
-    cmd = [sys.executable, "-m", "tasks.export_gguf", str(sft), str(val), "--out", str(out), "--set", "outtypes=[f16]",
+    cmd = [sys.executable, "-m", "tasks.training.export_gguf", str(sft), str(val), "--out", str(out), "--set", "outtypes=[f16]",
            "--set", "export_adapter=false", "--set", "parity_prompts=2", "--set", "parity_tokens=8"]
     run = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            start_new_session=True)  # its own process group: the converter dies with it

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tasks.stage import _finished, read_manifest
+from tasks.common.stage import _finished, read_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = f"sk-ant-api03-labtune-{uuid.uuid4().hex}-reliability"

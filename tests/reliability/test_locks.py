@@ -1,4 +1,4 @@
-"""Runs sharing a data dir take turns per stage output (tasks/stage.py locks): one computes, the other
+"""Runs sharing a data dir take turns per stage output (tasks/common/stage.py locks): one computes, the other
 waits and then finds the cache hit; a failed or killed run never leaves its lock or temp dir behind.
 
 Each test makes the overlap certain rather than hoping for it: the test holds the output's lock
@@ -15,17 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from tasks.mix_datasets import MixConfig, mix
-from tasks.records import RecordError
-from tasks.stage import cached, key_digest, read_manifest
-from tasks.stage_locks import stage_lock
+from tasks.training.mix_datasets import MixConfig, mix
+from tasks.common.records import RecordError
+from tasks.common.stage import cached, key_digest, read_manifest
+from tasks.common.stage_locks import stage_lock
 from tests.conftest import write_chat_records
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _mix_cmd(src: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "tasks.mix_datasets", "--source", f"lab={src}:1.0", "--out", str(out)]
+    return [sys.executable, "-m", "tasks.training.mix_datasets", "--source", f"lab={src}:1.0", "--out", str(out)]
 
 
 def _start(cmd: list[str], **env) -> subprocess.Popen:
@@ -85,7 +85,7 @@ def test_the_lock_is_held_from_the_cache_miss_until_the_stage_lets_go_of_its_key
 def test_non_zero_ranks_of_a_distributed_launch_do_not_wait_for_rank_zero(tmp_path):
     """Under torchrun/accelerate every rank runs the stage; rank 0 holds the lock for the group."""
     out = tmp_path / "shared" / "sft"
-    check = [sys.executable, "-c", "import sys\nfrom tasks.stage import cached\n"
+    check = [sys.executable, "-c", "import sys\nfrom tasks.common.stage import cached\n"
              f"print('miss' if cached({str(out)!r}, 'k') is None else 'hit')"]
     with stage_lock(out):
         rank1 = subprocess.run(check, cwd=ROOT, capture_output=True, text=True, timeout=120,

@@ -1,0 +1,1 @@
+"""ben-lab: lab experiments harvested, calibrated, described; its evaluation."""

@@ -1,0 +1,1 @@
+"""Shared by all projects: stages, their cache, locks and CLI; records; reporting."""

@@ -1,0 +1,1 @@
+"""indra-quantum: corpora, teacher logits, the Indra model, its training."""

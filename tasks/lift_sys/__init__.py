@@ -1,0 +1,1 @@
+"""lift-sys: prompts, teacher IRs, review, negatives; its IR and templates."""

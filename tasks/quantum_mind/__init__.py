@@ -1,0 +1,1 @@
+"""quantum-mind: The Well physics to verified Qiskit circuits; its evaluation."""

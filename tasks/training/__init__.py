@@ -1,0 +1,1 @@
+"""The shared training path: mixing, SFT, GGUF export and parity, Ollama."""

@@ -1,0 +1,1 @@
+"""tuning-agent: hyperparameter search over short SFT trials; promotion."""
