@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml constraints.txt adapters/models/llama_cpp_source.py
 	$(BIN)/python -m adapters.models.llama_cpp_source $(VENV)/share/llama.cpp
 	touch $(STAMP)
 
-# The official the_well package (its reader and normalisers, which tests/adapters/test_well_official.py runs on
+# The official the_well package (its reader and normalisers, which tests/adapters/well/test_well_official.py runs on
 # labtune's files) pins fsspec==2024.10.0: it goes beside the venv, without dependencies, and only a subprocess
 # with PYTHONPATH=$(WELL) imports it. Of its imports only einops is missing from the venv.
 $(WELL): | $(STAMP)

@@ -11,8 +11,8 @@ import pytest
 
 from ops.prefect_local import POOL, _alive, _read_pid, start_server, start_worker, stop_all
 from tests.integration.conftest import created_run_id, free_port, isolated_env, prefect_cli, wait_for_final_states
-from tests.test_flow_ben_lab import TINY as BEN_LAB_TINY
-from tests.test_flow_quantum_mind import TINY as QUANTUM_MIND_TINY
+from tests.ben_lab.test_flow_ben_lab import TINY as BEN_LAB_TINY
+from tests.quantum_mind.test_flow_quantum_mind import TINY as QUANTUM_MIND_TINY
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -174,7 +174,7 @@ def test_a_corrupt_hdf5_file_stops_encode_naming_the_file(one_well_dataset, tmp_
 # ---- IR with keys the schema does not allow --------------------------------------------------------------
 
 def _accepted_with_extra_key(path: Path) -> Path:
-    from tests.test_compose_ir_dataset import _accepted
+    from tests.lift_sys.test_compose_ir_dataset import _accepted
 
     _accepted(path, range(5))
     lines = path.read_text().splitlines()
@@ -241,7 +241,7 @@ def test_enormous_prompt_is_refused_by_the_local_model_and_the_evaluation_comple
 def test_enormous_prompt_refused_by_a_teacher_server_is_recorded_not_fatal(tmp_path):
     from tasks.lift_sys.evaluate_ir import EvaluateIRConfig, evaluate
     from tasks.common.records import read_jsonl
-    from tests.test_generate_ir import RICH, ChatServer
+    from tests.lift_sys.test_generate_ir import RICH, ChatServer
 
     server = ChatServer()
     try:

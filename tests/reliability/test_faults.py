@@ -2,8 +2,8 @@
 with an error naming what is wrong; no stage ever takes a half-written or damaged output as finished.
 
 Faults already proven elsewhere are listed in README "Reliability" and not repeated here: a lab failing
-30% of calls (tests/test_harvest_experiments.py), a SIGKILL mid-SFT (tests/test_train_sft.py),
-malformed teacher output (tests/test_generate_ir.py), an unreachable Ollama (tests/test_install_ollama.py).
+30% of calls (tests/ben_lab/test_harvest_experiments.py), a SIGKILL mid-SFT (tests/training/test_train_sft.py),
+malformed teacher output (tests/lift_sys/test_generate_ir.py), an unreachable Ollama (tests/training/test_install_ollama.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tasks.training.mix_datasets import MixConfig, mix, mix_datasets
 from tasks.common.records import RecordError, read_jsonl
 from tasks.common.stage import prefect_cache_key, read_manifest
 from tests.conftest import write_chat_records
-from tests.test_export_gguf import sft_dir, val_jsonl  # noqa: F401  (fixtures: a LoRA-tuned embedded SmolLM2 + val records)
+from tests.training.test_export_gguf import sft_dir, val_jsonl  # noqa: F401  (fixtures: a LoRA-tuned embedded SmolLM2 + val records)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -128,7 +128,7 @@ def test_a_harvest_killed_mid_stage_resumes_and_loses_or_repeats_no_experiment(t
 
 def test_teacher_429_and_500_inside_generate_ir_are_retried_and_every_prompt_gets_one_row(tmp_path):
     from tasks.lift_sys.generate_ir import GenerateIRConfig, generate
-    from tests.test_generate_ir import BARE, RICH, ChatServer, plain_rows, write_rows
+    from tests.lift_sys.test_generate_ir import BARE, RICH, ChatServer, plain_rows, write_rows
 
     server = ChatServer()
     try:

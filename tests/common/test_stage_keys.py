@@ -15,10 +15,10 @@ from prefect import flow
 from flows.config import load_config
 from flows.runner import StageTimer
 from tests.cache_keys import check_keys, recording_cache_keys
-from tests.test_flow_ben_lab import TINY as BEN_LAB_TINY
-from tests.test_flow_lift_sys import TINY as LIFT_SYS_TINY
-from tests.test_flow_quantum_mind import TINY as QUANTUM_MIND_TINY
-from tests.test_flow_quantum_mind import write_instruct
+from tests.ben_lab.test_flow_ben_lab import TINY as BEN_LAB_TINY
+from tests.lift_sys.test_flow_lift_sys import TINY as LIFT_SYS_TINY
+from tests.quantum_mind.test_flow_quantum_mind import TINY as QUANTUM_MIND_TINY
+from tests.quantum_mind.test_flow_quantum_mind import write_instruct
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from tasks.quantum_mind.physics_reasoning import INSTRUCTIONS
 from tasks.quantum_mind.quantum_eval_prompts import CONTRACT, build_prompts, requestable, split_of
 from tasks.common.records import RecordError
 
-HUMANEVAL = Path(__file__).parent / "assets" / "qiskit_humaneval_sample.json"
+HUMANEVAL = Path(__file__).parents[1] / "assets" / "qiskit_humaneval_sample.json"
 
 
 @pytest.fixture(scope="module")

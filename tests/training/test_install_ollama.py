@@ -18,7 +18,7 @@ from adapters.models.ollama import OllamaError
 from tasks.training.install_ollama import InstallConfig, ollama_template, run
 from tasks.common.stage import read_manifest, write_json_atomic
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class FakeOllama:

@@ -14,7 +14,7 @@ import yaml
 from tasks.training.train_sft import SFTStageConfig, train, trainer_settings
 from tests.conftest import write_chat_records
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ACCELERATE_CONFIGS = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))
 TRAIN_RECORDS, GLOBAL_BATCH = 48, 4
 SETTINGS = {"lora.r": 4, "lora.alpha": 8, "lora.target_modules": "[q_proj,v_proj]", "trainer.learning_rate": 2e-2,

@@ -140,7 +140,7 @@ def test_a_lab_answer_that_breaks_the_api_is_one_line_and_exit_2(tmp_path):
     import subprocess
     import sys
 
-    from tests.adapters.test_lab_client import serve, users_lab
+    from tests.adapters.lab.test_lab_client import serve, users_lab
 
     app = users_lab(magnetization="n/a")
     app.get("/health")(lambda: {"status": "healthy", "lab": "operational", "devices": 1})
@@ -148,7 +148,7 @@ def test_a_lab_answer_that_breaks_the_api_is_one_line_and_exit_2(tmp_path):
     with serve(app) as url:
         proc = subprocess.run([sys.executable, "-m", "flows.ben_lab", "--lab-url", url, "--data-dir", str(tmp_path / "d"),
                                "--set", "harvest.phase_runs_per_type=1"], capture_output=True, text=True, env=env,
-                              timeout=300, cwd=Path(__file__).resolve().parent.parent)
+                              timeout=300, cwd=Path(__file__).resolve().parents[2])
     out = proc.stdout + proc.stderr
     errors = [line for line in out.splitlines() if "magnetization" in line]
     assert proc.returncode == 2, out

@@ -8,7 +8,7 @@ import pytest
 
 from flows.tuning_agent import tuning_agent
 from tests.cache_keys import check_keys, recording_cache_keys
-from tests.test_flow_ben_lab import TINY as BEN_LAB_TINY
+from tests.ben_lab.test_flow_ben_lab import TINY as BEN_LAB_TINY
 
 PROJECT_OVERRIDES = [o for o in BEN_LAB_TINY if o.split("=")[0].split(".")[0] in ("harvest", "mix")]
 

@@ -45,7 +45,7 @@ def test_every_quoted_number_is_in_the_experiment_result(harvested, described):
     experiments = {r["id"]: r for r in read_jsonl(harvested / "experiments.jsonl")}
     for rec in read_chat_records(described / "chat.jsonl"):
         if rec.kind == "concept":
-            continue  # grounded in the harvest as a whole: tests/test_evaluate_lab.py
+            continue  # grounded in the harvest as a whole: tests/ben_lab/test_evaluate_lab.py
         exp = experiments[rec.meta["experiment_id"]]
         text = rec.messages[1].content + " " + rec.messages[2].content
         assert unsupported_numbers(text, grounding_numbers(exp["request"], exp["response"], rec.meta["grounding"])) == []

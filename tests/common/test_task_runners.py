@@ -16,7 +16,7 @@ from flows.quantum_mind import QuantumMindConfig
 from flows.runner import StageTimer
 from tasks.quantum_mind.encode_trajectories import EncodeConfig, encode_trajectories
 from tasks.quantum_mind.verify_circuits import VerifyConfig, verify_circuits
-from tests.test_verify_circuits import exchange, givens, ising
+from tests.quantum_mind.test_verify_circuits import exchange, givens, ising
 
 SHARD_ITEMS = 4
 TIMING = {"generate_seconds", "encode_seconds", "seconds_per_trajectory", "mean_check_ms"}

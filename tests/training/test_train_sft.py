@@ -14,7 +14,7 @@ import yaml
 
 from tasks.training.train_sft import SFTStageConfig, build_trainer, load_quantized, to_prompt_completion, train
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def tiny_cfg(tiny_model, **trainer) -> SFTStageConfig:

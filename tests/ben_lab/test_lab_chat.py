@@ -12,7 +12,7 @@ from adapters.lab.lab_server import reference_lab
 from flows.lab_chat import (RECENT_TURNS, STOPPED, LabGrounding, OllamaChat, chat_turn, lab_result_prompt,
                             lab_result_table, parse_shortcut, parse_tool_call, ungrounded_numbers)
 from tasks.ben_lab.answer_checks import repetition_loop
-from tests.test_install_ollama import FakeOllama
+from tests.training.test_install_ollama import FakeOllama
 
 # Shaped like the reference lab's answers (feature vectors and top_k included: they must not reach the table).
 PHASE = {"experiment_id": "exp-6185a545bb00b574", "phase_type": "spt_cluster", "feature_vector": [0.0467, 0.9330, 0.1234],

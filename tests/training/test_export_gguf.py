@@ -19,7 +19,7 @@ from tasks.training.gguf_parity import conversation_ids, hf_logits, parity_failu
 from tasks.common.records import read_chat_records, write_jsonl
 from tasks.common.stage import read_manifest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 BROKEN_TENSOR = "blk.3.attn_output.weight"  # zeroed in a copy of model-f16.gguf: a conversion that lost a tensor
 QUESTIONS = ["What is the magnetization of an Ising chain at low temperature?",

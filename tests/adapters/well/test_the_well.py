@@ -1,7 +1,7 @@
 """The Well's HDF5 format: the embedded generator writes it exactly, the reader reads it (and files
 written by the_well's own code), bad files fail naming the file and what is missing, and the
 generator's solvers obey the physics their truth labels claim. The official the_well package reading
-labtune's files is tests/adapters/test_well_official.py."""
+labtune's files is tests/adapters/well/test_well_official.py."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from adapters.well import well_cli
 from adapters.well import well_solvers as ws
 from adapters.well import well_writer as ww
 
-ASSETS = Path(__file__).parent.parent / "assets"
+ASSETS = Path(__file__).parents[2] / "assets"
 
 
 @pytest.fixture(scope="module")

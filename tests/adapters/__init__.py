@@ -1,0 +1,1 @@
+"""Tests of adapters/, one package per adapter package."""

@@ -1,0 +1,1 @@
+"""Tests of adapters/lab: the lab client, physics and reference server."""

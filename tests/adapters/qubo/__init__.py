@@ -1,0 +1,1 @@
+"""Tests of adapters/qubo: QUBO solvers and the solver choice."""

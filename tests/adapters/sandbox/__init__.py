@@ -1,0 +1,1 @@
+"""Tests of adapters/sandbox: isolation and results of untrusted code."""

@@ -1,0 +1,1 @@
+"""Tests of adapters/teachers: the teacher protocol and its teachers."""

@@ -1,0 +1,1 @@
+"""Tests of adapters/well: The Well reader, writer, solvers and CLI."""

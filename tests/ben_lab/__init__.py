@@ -1,0 +1,1 @@
+"""Tests of tasks/ben_lab, the lab chat and the ben-lab flow."""

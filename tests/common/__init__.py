@@ -1,0 +1,1 @@
+"""Tests of tasks/common: stages, their keys and locks, shards, user errors."""

@@ -1,0 +1,1 @@
+"""Tests of tasks/indra_quantum and the indra-quantum flow."""

@@ -1,0 +1,1 @@
+"""Tests of tasks/lift_sys (IR, templates, oracle too) and the lift-sys flow."""

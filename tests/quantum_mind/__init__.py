@@ -1,0 +1,1 @@
+"""Tests of tasks/quantum_mind and the quantum-mind flow."""

@@ -1,0 +1,1 @@
+"""Tests of tasks/training: mixing, SFT, GGUF export, Ollama install."""

@@ -1,0 +1,1 @@
+"""Tests of tasks/tuning_agent and the tuning-agent flow."""
