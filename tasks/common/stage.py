@@ -106,8 +106,8 @@ def module_source(obj: Any) -> str:
     todo = [root] if root else []
     while todo:
         mod = todo.pop()
-        # Under `python -m tasks.p.x` the stage module is `__main__`; its spec still says `tasks.p.x`, so a stage CLI
-        # and a flow give the same key (and resume each other's checkpoints).
+        # Under `python -m tasks.<project>.x` the stage module is `__main__`; its spec still says `tasks.<project>.x`,
+        # so a stage CLI and a flow give the same key (and resume each other's checkpoints).
         if mod is None:
             continue
         name = getattr(mod.__spec__, "name", None) or mod.__name__
