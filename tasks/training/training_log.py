@@ -7,7 +7,11 @@ from pathlib import Path
 
 
 class StepLog:
-    """Appends every Trainer log line to a JSONL file, so a resumed run keeps the earlier steps."""
+    """Appends every Trainer log line to a JSONL file, so a resumed run keeps the earlier steps.
+
+    A run killed after its last checkpoint has logged steps that its resume trains again: those rows are cut
+    on resume, so the log and the loss curve hold each step once.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -21,6 +25,8 @@ class StepLog:
         class _Cb(TrainerCallback):
             def on_train_begin(self, args, state, control, **kw):
                 outer.tokens_at_start = state.num_input_tokens_seen  # restored from the checkpoint on resume
+                if state.is_world_process_zero:
+                    outer.cut_after(state.global_step)
 
             def on_log(self, args, state, control, logs=None, **kw):
                 if not logs or not state.is_world_process_zero:
@@ -31,6 +37,16 @@ class StepLog:
                     fh.write(json.dumps(row) + "\n")
 
         return _Cb()
+
+    def cut_after(self, step: int) -> None:
+        """Drop the rows logged after ``step`` (the checkpoint a run resumes from), in one rename."""
+        rows = self.rows()
+        kept = [r for r in rows if r.get("step", 0) <= step]
+        if len(kept) == len(rows):
+            return
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        tmp.replace(self.path)
 
     def rows(self) -> list[dict]:
         """Logged rows, one per logging event (a torn last line from a killed run is skipped)."""

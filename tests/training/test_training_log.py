@@ -28,6 +28,21 @@ def test_a_resumed_run_appends_its_steps_after_the_earlier_ones(tmp_path):
                               {"step": 6, "loss": 1.5, "grad_norm": 0.8}]
 
 
+def test_steps_logged_after_the_last_checkpoint_are_logged_once_after_a_resume(tmp_path):
+    """Killed at step 10 with its last checkpoint at 8: the resume trains 9 and 10 again, and the log holds them once."""
+    path = tmp_path / "steps.jsonl"
+    first = StepLog(path).callback()
+    for step in range(1, 11):
+        first.on_log(None, trainer_state(step), None, logs={"loss": 1.0})
+    resumed = StepLog(path)
+    callback = resumed.callback()
+    callback.on_train_begin(None, trainer_state(8), None)
+    for step in range(9, 13):
+        callback.on_log(None, trainer_state(step), None, logs={"loss": 0.5})
+    assert [r["step"] for r in resumed.rows()] == list(range(1, 13))
+    assert [r["loss"] for r in resumed.rows()][8:] == [0.5] * 4, "the resumed run's numbers win"
+
+
 def test_only_the_main_process_writes_the_step_log(tmp_path):
     log = StepLog(tmp_path / "steps.jsonl")
     callback = log.callback()
