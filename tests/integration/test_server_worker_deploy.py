@@ -56,7 +56,7 @@ def stack(tmp_path_factory, embedded_model):
         assert not any(p and _alive(p) for p in pids), f"processes left running: {pids}"
 
 
-def test_deploy_all_then_run_ben_lab_and_quantum_mind_on_a_tiny_plan(stack, model_cache):
+def test_deploy_all_then_run_ben_lab_and_quantum_mind_on_a_tiny_plan(stack, model_cache, tiny_model):
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
@@ -70,7 +70,8 @@ def test_deploy_all_then_run_ben_lab_and_quantum_mind_on_a_tiny_plan(stack, mode
 
         run_ids = {}
         for name, overrides in PLANS.items():
-            params = overrides + [f"sft.model_cache_dir={model_cache}"]
+            # the 2-layer model: this test is about deployments, the worker and artifacts, not what a model learns
+            params = overrides + [f"sft.base_model={tiny_model}", f"sft.model_cache_dir={model_cache}"]
             out = prefect_cli(["deployment", "run", name, "--param", "profile=local",
                                "--param", f"overrides={json.dumps(params)}"], stack.env)
             run_ids[name] = created_run_id(out)
