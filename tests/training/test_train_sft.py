@@ -42,6 +42,22 @@ def test_lora_parameters_change_and_outputs_are_complete(tmp_path, tiny_model, m
     assert not list(tmp_path.glob(".sft.work-*")), "the checkpoint work dir is removed once the stage is published"
 
 
+def test_eval_loss_can_be_measured_on_the_first_records_of_the_validation_set(tmp_path, tiny_model, mix_dir):
+    """A fixed subset, the same before and after: its loss is the loss of a validation file holding only those records."""
+    import shutil
+
+    subset = tmp_path / "first-two"
+    shutil.copytree(mix_dir, subset)
+    (subset / "val.jsonl").write_text("".join((mix_dir / "val.jsonl").read_text().splitlines(keepends=True)[:2]))
+    cfg = tiny_cfg(tiny_model, max_steps=1)
+    capped = json.loads((train(cfg.model_copy(update={"max_eval_records": 2}), mix_dir, tmp_path / "capped")
+                         / "manifest.json").read_text())
+    alone = json.loads((train(cfg, subset, tmp_path / "alone") / "manifest.json").read_text())
+    assert capped["counts"]["val_records"] == 8 and capped["counts"]["eval_records"] == 2
+    assert capped["metrics"]["eval_loss_before"] == pytest.approx(alone["metrics"]["eval_loss_before"], rel=1e-6)
+    assert capped["metrics"]["eval_loss_after"] == pytest.approx(alone["metrics"]["eval_loss_after"], rel=1e-6)
+
+
 def test_loss_is_on_the_assistant_answer_only(tiny_model, mix_dir, tmp_path):
     rows = to_prompt_completion(mix_dir / "train.jsonl")
     trainer = build_trainer(tiny_cfg(tiny_model), str(tiny_model), rows[:4], [], tmp_path / "ckpt")
