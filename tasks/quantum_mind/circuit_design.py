@@ -34,6 +34,7 @@ class DesignLimits(Protocol):
     max_layers: int
     baseline_share: float
     symmetry_confidence: float
+    answer: str  # "full" | "brief": brief answers use the compact code style (a chain or ring, canonical names)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,8 @@ def design(f: PhysicsFeatures, cfg: DesignLimits, rng: random.Random, family: st
         # where the parity family fits, it is the most specific choice half of the time
         family = "z2_parity" if "z2_parity" in pool and rng.random() < 0.5 else rng.choice(pool)
     n = rng.randint(cfg.min_qubits, cfg.max_qubits)
+    if cfg.answer == "brief":
+        return _compact_design(f, cfg, rng, family, n)
     px, py = (f.boundary_conditions.get(ax) == "PERIODIC" for ax in ("x", "y"))
     # a 2-D field may sit on a rows x cols grid; a periodic axis needs >= 3 sites to wrap around
     grids = [(r, n // r) for r in range(2, n) if n % r == 0 and n // r >= 2
@@ -98,11 +101,7 @@ def design(f: PhysicsFeatures, cfg: DesignLimits, rng: random.Random, family: st
         sharing = "none"
     variants = [v for v in cf.VARIANTS[family] if not (sharing == "translation" and v in cf.UNIFORM_FIELD_IS_TRIVIAL)]
     variant = rng.choice(variants)
-    sites_x = shape[-1]
-    xi_sites = f.scales["correlation_length"] / max(f.scales["domain_length"], 1e-12) * sites_x
-    extra = {"periodic": 1, "quasi-periodic": 1, "chaotic": 2}.get(f.dynamics.label, 0)
-    suggested = max(1, min(cfg.max_layers, math.ceil(xi_sites / 2) + extra))
-    layers = suggested if rng.random() < 0.4 else rng.randint(1, cfg.max_layers)
+    xi_sites, suggested, layers = _depth(f, cfg, rng, shape[-1])
     roles = sorted({r for _, _, rs in cf.VARIANTS[family][variant] for r in rs})
     if family == "hardware_efficient" and rng.random() < 0.5:
         roles.append("final")
@@ -121,7 +120,34 @@ def design(f: PhysicsFeatures, cfg: DesignLimits, rng: random.Random, family: st
         fields_first=rng.random() < 0.3, interleave=rng.random() < 0.6)
     conn = cf.connectivity(shape, periodic)
     comment = f"{family} ({variant}), {n} qubits on a {conn}, {layers} layer{'s' * (layers > 1)}, sharing: {sharing}"
-    return Design(replace(spec, comment=comment), suggested, xi_sites, sites_x)
+    return Design(replace(spec, comment=comment), suggested, xi_sites, shape[-1])
+
+
+def _depth(f: PhysicsFeatures, cfg: DesignLimits, rng: random.Random, sites_x: int) -> tuple[float, int, int]:
+    """(correlation length in sites, suggested layers, chosen layers): ξ over two sites per layer, plus the dynamics."""
+    xi_sites = f.scales["correlation_length"] / max(f.scales["domain_length"], 1e-12) * sites_x
+    extra = {"periodic": 1, "quasi-periodic": 1, "chaotic": 2}.get(f.dynamics.label, 0)
+    suggested = max(1, min(cfg.max_layers, math.ceil(xi_sites / 2) + extra))
+    return xi_sites, suggested, suggested if rng.random() < 0.4 else rng.randint(1, cfg.max_layers)
+
+
+def _compact_design(f: PhysicsFeatures, cfg: DesignLimits, rng: random.Random, family: str, n: int) -> Design:
+    """The design of a brief answer: a chain or ring of ``n`` qubits in the compact code style (canonical names,
+    sequential bonds, a reference filling the first qubits), shared angles where translation symmetry is measured."""
+    periodic = (f.boundary_conditions.get("x") == "PERIODIC",)
+    sharing = ("per_layer" if family == "qaoa" else "none" if family == "hardware_efficient"
+               else "translation" if translation_symmetric(f, ("x",), cfg.symmetry_confidence) else "none")
+    variant = rng.choice([v for v in cf.VARIANTS[family] if not (sharing == "translation" and v in cf.UNIFORM_FIELD_IS_TRIVIAL)])
+    roles = sorted({r for _, _, rs in cf.VARIANTS[family][variant] for r in rs})
+    if family == "hardware_efficient" and rng.random() < 0.5:
+        roles.append("final")
+    sym = cf.SYMMETRY[family]
+    k = rng.randint(1, n - 1) if sym == "u1" else rng.choice((0, 1, 2)) if sym == "z2" else 0
+    xi_sites, suggested, layers = _depth(f, cfg, rng, n)
+    spec = cf.CircuitSpec(family=family, variant=variant, shape=(n,), periodic=periodic, layers=layers, ordering="sequential",
+                          sharing=sharing, occupied=tuple(range(k)), names=tuple((r, cf.NAMES[r][0]) for r in roles),
+                          style="compact", interleave=False)
+    return Design(spec, suggested, xi_sites, n)
 
 
 def _couplings(shape, periodic, xi_sites: float) -> tuple:

@@ -30,6 +30,11 @@ REQUESTS: dict[str, list[str]] = {
 }
 
 
+# as the physics records (tasks/quantum_mind/brief_answers.py), a share of the requests name the code contract
+CONTRACTS = ("", " Define reference, ansatz and circuit = reference.compose(ansatz) in one python block.",
+             " One python block: a fixed `reference`, a parameterised `ansatz`, their composition `circuit`.")
+
+
 def request_text(claims: dict, pick: int = 0) -> str:
     """The plain request for a circuit with these claims (``pick`` chooses the wording)."""
     sym = claims["symmetry"]
@@ -44,6 +49,6 @@ def code_only_record(rec: ChatRecord) -> ChatRecord | None:
         return None
     pick = int(hashlib.sha256(rec.meta.get("code_id", code).encode()).hexdigest()[:8], 16)
     return ChatRecord(messages=[{"role": "system", "content": SYSTEM_PROMPT},
-                                {"role": "user", "content": request_text(rec.meta, pick)},
+                                {"role": "user", "content": request_text(rec.meta, pick) + CONTRACTS[pick % 3]},
                                 {"role": "assistant", "content": f"```python\n{code}```"}],
                       source=SOURCE, kind=SOURCE, meta={**rec.meta, "twin_of": rec.kind})

@@ -39,6 +39,7 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.quantum_mind import circuit_families as cf
+from tasks.quantum_mind.brief_answers import brief_example
 from tasks.quantum_mind.circuit_design import design, eligible_families
 from tasks.quantum_mind.encode_trajectories import PhysicsFeatures
 from tasks.quantum_mind.physics_reasoning import REASONING, SEED_TYPES, example_text
@@ -65,6 +66,10 @@ class GenerateConfig(BaseModel):
     baseline_share: float = Field(0.2, ge=0, le=1, description="Share of baseline families (hardware_efficient, qaoa) where "
                                                                "a symmetric family also fits (conservation examples never use them then)")
     symmetry_confidence: float = Field(0.5, gt=0, lt=1, description="Confidence from which a measured symmetry shapes the circuit")
+    answer: Literal["full", "brief"] = Field("full", description="full: every design decision explained from the "
+                                             "measurements (~800 tokens) before the code; brief: one paragraph, then the "
+                                             "compact code style on a chain or ring (sizes written as expressions of "
+                                             "n_qubits and n_layers), what a small model learns on a CPU")
     holdout_splits: list[str] = Field(["test"], description="Well splits whose trajectories are kept out of training "
                                                             "(the validation suite builds its prompts from them)")
     holdout_datasets: list[str] = Field([], description="Well datasets (whole PDE families) kept out of training in every "
@@ -152,7 +157,8 @@ def generate(cfg: GenerateConfig, inputs: Path, out_dir: Path) -> Path:
             fingerprints.append(fp)
             cid = cf.code_id(code, claims)
             code_rows.setdefault(cid, {"id": cid, "code": code, "claims": claims})
-            instruction, inp, output = example_text(kind, f, d, fams, cfg.symmetry_confidence, rng)
+            write = brief_example if cfg.answer == "brief" else example_text
+            instruction, inp, output = write(kind, f, d, fams, cfg.symmetry_confidence, rng)
             meta = {"id": f"gen-{cfg.seed}-{i:06d}", "code_id": cid, "dataset": f.dataset, "file": f.file,
                     "trajectory": f.trajectory, **{k: v for k, v in claims.items() if k != "n_qubits"},
                     "n_qubits": claims["n_qubits"], "suggested_layers": d.suggested_layers}

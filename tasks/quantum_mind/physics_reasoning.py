@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -243,14 +244,39 @@ INSTRUCTIONS = {
                 "Think step by step: what do the measurements imply physically, and what circuit on {n} qubits follows?"],
 }
 
+# What the circuit must satisfy, stated after the instruction: the validation asks for a qubit count, a symmetry and
+# (U(1)) a particle count, so training requests say them too, in words of their own.
+REQUESTS = {
+    "u1": ["Use {n} qubits and keep the excitation count fixed at {k}.",
+           "Target: {n} qubits, N = Σ(1−Z_i)/2 conserved, {k} ones in the initial state.",
+           "The ansatz should conserve particle number on {n} qubits, starting at N = {k}."],
+    "z2": ["Use {n} qubits and keep the parity Π Z_i fixed.",
+           "Target: {n} qubits, only gates that leave Π Z_i unchanged.",
+           "The ansatz should act on {n} qubits and leave the Z-parity of the state unchanged."],
+    "none": ["Use {n} qubits; any gates may be used.",
+             "Target: {n} qubits, no conservation law to enforce.",
+             "The ansatz should act on {n} qubits and needs no symmetry."],
+}
+
+
+def instruction_text(kind: str, spec: cf.CircuitSpec, rng: random.Random) -> str:
+    """An instruction of ``kind`` followed by the stated request (qubits, symmetry, particles)."""
+    stated = rng.choice(REQUESTS[cf.SYMMETRY[spec.family]]).format(n=spec.n_qubits, k=len(spec.occupied))
+    text = re.sub(r"\ba (8|11|18)-", r"an \1-", rng.choice(INSTRUCTIONS[kind]).format(n=spec.n_qubits))
+    return f"{text} {stated}"
+
+
+def focus_of(kind: str) -> str:
+    """Which measurements an example of ``kind`` lists."""
+    return {"simulation_to_insight": "behaviour", "conservation_to_constraint": "conservation"}.get(kind, "full")
 
 
 def example_text(kind: str, f: PhysicsFeatures, d: Design, fams: list[str], symmetry_confidence: float,
                  rng: random.Random) -> tuple[str, str, str]:
     """(instruction, input, output) of one example; the output ends in the code block."""
     spec = d.spec
-    instruction = rng.choice(INSTRUCTIONS[kind]).format(n=spec.n_qubits)
-    focus = {"simulation_to_insight": "behaviour", "conservation_to_constraint": "conservation"}.get(kind, "full")
+    instruction = instruction_text(kind, spec, rng)
+    focus = focus_of(kind)
     sym, lat, share = symmetry_reason(f, spec, fams, rng), lattice_reason(f, spec), sharing_reason(f, spec, symmetry_confidence)
     depth, ref = depth_reason(f, d), reference_reason(spec)
     if kind == "physics_to_circuit":
