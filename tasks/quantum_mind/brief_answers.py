@@ -47,7 +47,7 @@ def symmetry_sentence(f: PhysicsFeatures, spec: cf.CircuitSpec, fams: list[str])
     return f"No symmetry is needed ({why}): a hardware-efficient circuit of {rot} rotations and CZ bonds, conserving nothing."
 
 
-def brief_reason(f: PhysicsFeatures, d: Design, fams: list[str], threshold: float) -> str:
+def brief_reason(f: PhysicsFeatures, d: Design, fams: list[str]) -> str:
     """The paragraph before the code: symmetry, lattice, shared angles, depth, reference."""
     spec = d.spec
     n, k, sym = spec.n_qubits, len(spec.occupied), cf.SYMMETRY[spec.family]
@@ -101,10 +101,10 @@ def prose_features(f: PhysicsFeatures) -> str:
 def brief_example(kind: str, f: PhysicsFeatures, d: Design, fams: list[str], symmetry_confidence: float,
                   rng: random.Random) -> tuple[str, str, str]:
     """(instruction, input, output) of a brief example: the stated request, the measurements (listed or told in prose),
-    a paragraph, the code."""
+    a paragraph, the code. ``symmetry_confidence`` is unused: the signature is ``example_text``'s."""
     instruction = instruction_text(kind, d.spec, rng)
     if rng.random() < 0.5:  # half ask for the code contract in words, as users (and the validation prompts) do
         instruction += " " + rng.choice(CONTRACTS)
     code, _ = cf.render(d.spec)
     return (instruction, brief_features(f) if rng.random() < 0.5 else prose_features(f),
-            f"{brief_reason(f, d, fams, symmetry_confidence)}\n\n```python\n{code}```")
+            f"{brief_reason(f, d, fams)}\n\n```python\n{code}```")

@@ -99,12 +99,9 @@ def design(f: PhysicsFeatures, cfg: DesignLimits, rng: random.Random, family: st
         sharing = "mirror"
     else:
         sharing = "none"
-    variants = [v for v in cf.VARIANTS[family] if not (sharing == "translation" and v in cf.UNIFORM_FIELD_IS_TRIVIAL)]
-    variant = rng.choice(variants)
+    variant = _variant(family, sharing, rng)
     xi_sites, suggested, layers = _depth(f, cfg, rng, shape[-1])
-    roles = sorted({r for _, _, rs in cf.VARIANTS[family][variant] for r in rs})
-    if family == "hardware_efficient" and rng.random() < 0.5:
-        roles.append("final")
+    roles = _roles(family, variant, rng)
     used: set[str] = set()
     names = []
     for role in roles:
@@ -123,6 +120,19 @@ def design(f: PhysicsFeatures, cfg: DesignLimits, rng: random.Random, family: st
     return Design(replace(spec, comment=comment), suggested, xi_sites, shape[-1])
 
 
+def _variant(family: str, sharing: str, rng: random.Random) -> str:
+    """A variant of ``family``; under translation sharing not one whose uniform field would be trivial."""
+    return rng.choice([v for v in cf.VARIANTS[family] if not (sharing == "translation" and v in cf.UNIFORM_FIELD_IS_TRIVIAL)])
+
+
+def _roles(family: str, variant: str, rng: random.Random) -> list[str]:
+    """The parameter roles of a variant (a hardware-efficient circuit ends in a rotation layer half of the time)."""
+    roles = sorted({r for _, _, rs in cf.VARIANTS[family][variant] for r in rs})
+    if family == "hardware_efficient" and rng.random() < 0.5:
+        roles.append("final")
+    return roles
+
+
 def _depth(f: PhysicsFeatures, cfg: DesignLimits, rng: random.Random, sites_x: int) -> tuple[float, int, int]:
     """(correlation length in sites, suggested layers, chosen layers): ξ over two sites per layer, plus the dynamics."""
     xi_sites = f.scales["correlation_length"] / max(f.scales["domain_length"], 1e-12) * sites_x
@@ -137,10 +147,8 @@ def _compact_design(f: PhysicsFeatures, cfg: DesignLimits, rng: random.Random, f
     periodic = (f.boundary_conditions.get("x") == "PERIODIC",)
     sharing = ("per_layer" if family == "qaoa" else "none" if family == "hardware_efficient"
                else "translation" if translation_symmetric(f, ("x",), cfg.symmetry_confidence) else "none")
-    variant = rng.choice([v for v in cf.VARIANTS[family] if not (sharing == "translation" and v in cf.UNIFORM_FIELD_IS_TRIVIAL)])
-    roles = sorted({r for _, _, rs in cf.VARIANTS[family][variant] for r in rs})
-    if family == "hardware_efficient" and rng.random() < 0.5:
-        roles.append("final")
+    variant = _variant(family, sharing, rng)
+    roles = _roles(family, variant, rng)
     sym = cf.SYMMETRY[family]
     k = rng.randint(1, n - 1) if sym == "u1" else rng.choice((0, 1, 2)) if sym == "z2" else 0
     xi_sites, suggested, layers = _depth(f, cfg, rng, n)
