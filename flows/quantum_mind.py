@@ -47,6 +47,9 @@ class QuantumMindConfig(ProjectConfig):
     code_only: bool = Field(True, description="Also train a code-only model for the validation suite, same recipe: on "
                                               "QuantumLLMInstruct alone when given, else on the verified circuits without "
                                               "their physics text (the request and the code only)")
+    twins_replace_instruct: bool = Field(True, description="Without QuantumLLMInstruct records, the code-only twins take "
+                                         "its place (and weight) in the physics model's mix, so the physics model trains on "
+                                         "the code-only model's data plus the physics, as with QuantumLLMInstruct")
     run_evaluate: bool = Field(True, description="Run the validation suite at the end")
 
     @model_validator(mode="after")
@@ -126,15 +129,25 @@ def data_stages(cfg: QuantumMindConfig, root: Path, run: StageTimer) -> PhysicsD
     instruct = run("instruct", load_quantum_instruct, cfg.instruct, None, root / "instruct")
     mix_cfg, mix_files, dropped = _mix_sources(cfg, instruct, selected)
     if dropped:
-        say(f"[quantum-mind] no records for {dropped}: mixing the remaining sources with renormalised weights")
+        twins = " (the code-only twins take QuantumLLMInstruct's share)" if "code_only" in {x.name for x in mix_cfg.sources} else ""
+        say(f"[quantum-mind] no records for {dropped}: mixing the remaining sources with renormalised weights{twins}")
     return PhysicsData(encoded, selected, instruct, run("mix", mix_datasets, mix_cfg, mix_files, root / "mix"))
 
 
 def _mix_sources(cfg: QuantumMindConfig, instruct: Path, selected: Path):
-    """(mix config, files, dropped source names): sources without records are left out, weights renormalised."""
-    return available_sources(cfg.mix, {
-        "quantum_llm_instruct": instruct / "instruct.jsonl", "physics_augmented": selected / "physics.jsonl",
-        "physics_reasoning": selected / "reasoning.jsonl"})
+    """(mix config, files, dropped source names): sources without records are left out, weights renormalised.
+
+    Where QuantumLLMInstruct is dropped, the code-only twins fill its share (``twins_replace_instruct``): the seed's
+    comparison is code data alone against code data plus physics, and the twins are the code data every machine has.
+    """
+    files = {"quantum_llm_instruct": instruct / "instruct.jsonl", "physics_augmented": selected / "physics.jsonl",
+             "physics_reasoning": selected / "reasoning.jsonl", "code_only": selected / "code_only.jsonl"}
+    mix_cfg, paths, dropped = available_sources(cfg.mix, files)
+    if "quantum_llm_instruct" in dropped and cfg.twins_replace_instruct:
+        weight = next(s.weight for s in cfg.mix.sources if s.name == "quantum_llm_instruct")
+        twins = mix_cfg.model_copy(update={"sources": [MixSource(name="code_only", weight=weight), *mix_cfg.sources]})
+        mix_cfg, paths, _ = available_sources(twins, files)
+    return mix_cfg, paths, dropped
 
 
 def code_only_source(data: PhysicsData, dropped: list[str]) -> tuple[str, Path]:

@@ -15,7 +15,7 @@ import random
 from tasks.quantum_mind import circuit_families as cf
 from tasks.quantum_mind.circuit_design import Design, conserved_linear
 from tasks.quantum_mind.encode_trajectories import PhysicsFeatures
-from tasks.quantum_mind.physics_reasoning import drift, instruction_text, num
+from tasks.quantum_mind.physics_reasoning import drift, num, stated_request, task_text
 
 U1_GATES = {"hop": "XX+YY (Givens) hopping moves excitations between neighbours without creating or destroying one.",
             "hop_field": "XX+YY (Givens) hopping moves excitations without creating any, and RZ is diagonal.",
@@ -48,26 +48,19 @@ def symmetry_sentence(f: PhysicsFeatures, spec: cf.CircuitSpec, fams: list[str])
 
 
 def brief_reason(f: PhysicsFeatures, d: Design, fams: list[str]) -> str:
-    """The paragraph before the code: symmetry, lattice, shared angles, depth, reference."""
+    """The paragraph before the code: the symmetry and why, then one ``Design:`` line (lattice, depth, shared angles,
+    reference), each choice with the number behind it. One fixed line, not a sentence each: on prompts unlike its
+    training a small model looped on the free-form depth and lattice sentences."""
     spec = d.spec
-    n, k, sym = spec.n_qubits, len(spec.occupied), cf.SYMMETRY[spec.family]
-    bc = f.boundary_conditions.get("x", "OPEN")
-    lattice = (f"x is PERIODIC, so the {n} qubits form a ring." if cf.connectivity(spec.shape, spec.periodic) == "ring"
-               else f"x ends at {bc} boundaries, so the {n} qubits form an open chain.")
-    share = ""
-    if spec.sharing == "translation":
-        share = f" Translation symmetry (confidence {f.symmetries.get('translation_x', 0):.2f}) lets each layer share one angle per gate."
-    layers = spec.layers
-    depth = f" {layers} layer{'s' * (layers != 1)} (correlation length {num(d.xi_sites)} sites, suggested {d.suggested_layers})."
-    if spec.family == "qaoa":
-        ref = " The reference is |+…+⟩."
-    elif sym == "u1":
-        ref = f" The reference puts {k} excitation{'s' * (k != 1)} on the first qubits."
-    elif sym == "z2":
-        ref = f" The reference has {'odd' if k % 2 else 'even'} parity ({k} flipped)."
-    else:
-        ref = " It starts from |0…0⟩."
-    return f"{symmetry_sentence(f, spec, fams)} {lattice}{share}{depth}{ref}"
+    k, sym, layers = len(spec.occupied), cf.SYMMETRY[spec.family], spec.layers
+    lattice = ("a ring (x is periodic)" if cf.connectivity(spec.shape, spec.periodic) == "ring"
+               else f"an open chain (x has {f.boundary_conditions.get('x', 'open').lower()} boundaries)")
+    depth = f"{layers} layer{'s' * (layers != 1)} (correlation length {num(d.xi_sites)} sites)"
+    share = {"translation": f"one angle per gate and layer (translation symmetry {f.symmetries.get('translation_x', 0):.2f})",
+             "per_layer": "one angle per layer"}.get(spec.sharing, "an angle per gate")
+    ref = ("|+…+⟩" if spec.family == "qaoa" else f"{k} excitation{'s' * (k != 1)} on the first qubits" if sym == "u1"
+           else f"{'odd' if k % 2 else 'even'} parity ({k} flipped)" if sym == "z2" else "|0…0⟩")
+    return f"{symmetry_sentence(f, spec, fams)} Design: {lattice}, {depth}, {share}, reference {ref}."
 
 
 def brief_features(f: PhysicsFeatures) -> str:
@@ -92,7 +85,8 @@ def prose_features(f: PhysicsFeatures) -> str:
     edges = " and ".join(f"{bc.lower()} along {ax}" for ax, bc in f.boundary_conditions.items())
     kept = [f"{q.replace('_', ' ')} (drift {drift(c.drift)})" for q, c in f.conserved.items() if c.conserved]
     lost = [f"{q.replace('_', ' ')} (drift {drift(c.drift)})" for q, c in f.conserved.items() if not c.conserved]
-    laws = (f"it conserves {', '.join(kept)}" if kept else "it conserves nothing") + (f" but not {', '.join(lost)}" if lost else "")
+    laws = (f"it conserves {', '.join(kept)}" + (f" but not {', '.join(lost)}" if lost else "") if kept
+            else f"nothing is conserved: {', '.join(lost)}")
     return (f"My run is {f.dataset} in {f.n_spatial_dims}-D ({', '.join(f.fields)}), {edges}; {laws}. The motion looks "
             f"{f.dynamics.label}, translation along x scores {f.symmetries.get('translation_x', 0):.2f}, and the correlation "
             f"length is {num(f.scales['correlation_length'])} of {num(f.scales['domain_length'])}.")
@@ -102,9 +96,20 @@ def brief_example(kind: str, f: PhysicsFeatures, d: Design, fams: list[str], sym
                   rng: random.Random) -> tuple[str, str, str]:
     """(instruction, input, output) of a brief example: the stated request, the measurements (listed or told in prose),
     a paragraph, the code. ``symmetry_confidence`` is unused: the signature is ``example_text``'s."""
-    instruction = instruction_text(kind, d.spec, rng)
+    stated, task = stated_request(d.spec, rng), task_text(kind, d.spec, rng)
+    measured = brief_features(f) if rng.random() < 0.5 else prose_features(f)
+    if rng.random() < 0.5:  # the request before or after the measurements: users put it either way
+        instruction, measured = task, f"{measured}\n\n{stated}"
+    else:
+        instruction = f"{task} {stated}"
     if rng.random() < 0.5:  # half ask for the code contract in words, as users (and the validation prompts) do
         instruction += " " + rng.choice(CONTRACTS)
     code, _ = cf.render(d.spec)
-    return (instruction, brief_features(f) if rng.random() < 0.5 else prose_features(f),
-            f"{brief_reason(f, d, fams)}\n\n```python\n{code}```")
+    return instruction, measured, f"{request_echo(d.spec)} {brief_reason(f, d, fams)}\n\n```python\n{code}```"
+
+
+def request_echo(spec: cf.CircuitSpec) -> str:
+    """The answer's first sentence: the request read back (qubits, symmetry, particles), which the code then copies."""
+    n, k, sym = spec.n_qubits, len(spec.occupied), cf.SYMMETRY[spec.family]
+    kept = {"u1": f"N conserved with {k} excitation{'s' * (k != 1)}", "z2": "parity Π Z_i kept", "none": "no symmetry"}[sym]
+    return f"Request: {n} qubits, {kept}."

@@ -141,14 +141,20 @@ def _depth(f: PhysicsFeatures, cfg: DesignLimits, rng: random.Random, sites_x: i
     return xi_sites, suggested, suggested if rng.random() < 0.4 else rng.randint(1, cfg.max_layers)
 
 
+# one variant per family in the compact style: a small model learns five code shapes well rather than fifteen loosely
+COMPACT_VARIANTS = {"u1_givens": "hop", "u1_exchange": "exchange", "z2_parity": "zz_x", "hardware_efficient": "ry",
+                    "qaoa": "ising"}
+
+
 def _compact_design(f: PhysicsFeatures, cfg: DesignLimits, rng: random.Random, family: str, n: int) -> Design:
-    """The design of a brief answer: a chain or ring of ``n`` qubits in the compact code style (canonical names,
-    sequential bonds, a reference filling the first qubits), shared angles where translation symmetry is measured."""
+    """The design of a brief answer: a chain or ring of ``n`` qubits in the compact code style (the family's canonical
+    variant and names, sequential bonds, a reference filling the first qubits, no final rotation layer), shared angles
+    where translation symmetry is measured."""
     periodic = (f.boundary_conditions.get("x") == "PERIODIC",)
     sharing = ("per_layer" if family == "qaoa" else "none" if family == "hardware_efficient"
                else "translation" if translation_symmetric(f, ("x",), cfg.symmetry_confidence) else "none")
-    variant = _variant(family, sharing, rng)
-    roles = _roles(family, variant, rng)
+    variant = COMPACT_VARIANTS[family]
+    roles = sorted({r for _, _, rs in cf.VARIANTS[family][variant] for r in rs})
     sym = cf.SYMMETRY[family]
     k = rng.randint(1, n - 1) if sym == "u1" else rng.choice((0, 1, 2)) if sym == "z2" else 0
     xi_sites, suggested, layers = _depth(f, cfg, rng, n)

@@ -233,7 +233,7 @@ def _compact(spec: CircuitSpec, lines: list[str], uses_bonds: bool, names: dict)
         elif where == "pair":
             body += ["for a, b in bonds:", f"    ansatz.rzz(2 * {names[roles[0]]}[layer], a, b)"]  # uniform couplings
         else:
-            loop = "for a, b in bonds:" if shared else "for k, (a, b) in enumerate(bonds):"
+            loop = "for a, b in bonds:" if shared or not roles else "for k, (a, b) in enumerate(bonds):"
             body += [loop] + _indent(_gate(gate, roles, names, index["bond"], "ansatz"), 1)
     lines += _indent(body, 1)
     if "final" in names:

@@ -249,21 +249,39 @@ INSTRUCTIONS = {
 REQUESTS = {
     "u1": ["Use {n} qubits and keep the excitation count fixed at {k}.",
            "Target: {n} qubits, N = Σ(1−Z_i)/2 conserved, {k} ones in the initial state.",
-           "The ansatz should conserve particle number on {n} qubits, starting at N = {k}."],
+           "The ansatz should conserve particle number on {n} qubits, starting at N = {k}.",
+           "I need a {n}-qubit circuit whose gates move excitations around but hold the excitation count at {k}.",
+           "Width: {n} qubits; keep N = Σ(1−Z_i)/2 at {k}.",
+           "Make it a {n}-qubit ansatz with the particle number held at {k}."],
     "z2": ["Use {n} qubits and keep the parity Π Z_i fixed.",
            "Target: {n} qubits, only gates that leave Π Z_i unchanged.",
-           "The ansatz should act on {n} qubits and leave the Z-parity of the state unchanged."],
+           "The ansatz should act on {n} qubits and leave the Z-parity of the state unchanged.",
+           "I need a {n}-qubit circuit whose gates flip qubits only in pairs, so Π Z_i never moves.",
+           "Width: {n} qubits; the Z-parity must be kept.",
+           "Make it a {n}-qubit ansatz that keeps the Z-parity."],
     "none": ["Use {n} qubits; any gates may be used.",
              "Target: {n} qubits, no conservation law to enforce.",
-             "The ansatz should act on {n} qubits and needs no symmetry."],
+             "The ansatz should act on {n} qubits and needs no symmetry.",
+             "I need a {n}-qubit circuit; no symmetry has to be kept.",
+             "Width: {n} qubits; no conservation law to respect.",
+             "Make it a {n}-qubit ansatz; any gates may be used."],
 }
+
+
+def stated_request(spec: cf.CircuitSpec, rng: random.Random) -> str:
+    """The sentence stating what the circuit must satisfy: qubits, symmetry and (U(1)) particles."""
+    return rng.choice(REQUESTS[cf.SYMMETRY[spec.family]]).format(n=spec.n_qubits, k=len(spec.occupied))
+
+
+def task_text(kind: str, spec: cf.CircuitSpec, rng: random.Random) -> str:
+    """An instruction of ``kind`` (what to explain, what to design)."""
+    return re.sub(r"\ba (8|11|18)-", r"an \1-", rng.choice(INSTRUCTIONS[kind]).format(n=spec.n_qubits))
 
 
 def instruction_text(kind: str, spec: cf.CircuitSpec, rng: random.Random) -> str:
     """An instruction of ``kind`` followed by the stated request (qubits, symmetry, particles)."""
-    stated = rng.choice(REQUESTS[cf.SYMMETRY[spec.family]]).format(n=spec.n_qubits, k=len(spec.occupied))
-    text = re.sub(r"\ba (8|11|18)-", r"an \1-", rng.choice(INSTRUCTIONS[kind]).format(n=spec.n_qubits))
-    return f"{text} {stated}"
+    stated = stated_request(spec, rng)
+    return f"{task_text(kind, spec, rng)} {stated}"
 
 
 def focus_of(kind: str) -> str:

@@ -87,8 +87,9 @@ def test_flow_compares_physics_with_code_only_on_novel_physics(prefect_harness, 
                                         "install", "evaluate"}
     shares = {s["source"]: s["share"] for s in summary["mix"]["sources"]}
     assert summary["mix"]["dropped_sources"] == ["quantum_llm_instruct"]
-    assert set(shares) == {"physics_augmented", "physics_reasoning"}
-    assert shares["physics_augmented"] == pytest.approx(0.6, abs=0.05)  # weights renormalised
+    # the code-only twins take QuantumLLMInstruct's share: physics = the code-only model's data + the physics records
+    assert set(shares) == {"code_only", "physics_augmented", "physics_reasoning"}
+    assert shares["code_only"] == pytest.approx(0.5, abs=0.05) and shares["physics_augmented"] == pytest.approx(0.3, abs=0.05)
     assert (root / "models" / "checkpoints" / "quantum-mind-v2" / "training_log.yaml").exists()
     assert summary["eval_loss_after"] < summary["eval_loss_before"]
     assert summary["parity_rate"] >= 0.95 and summary["installed"] is False

@@ -260,13 +260,13 @@ def test_cli(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def brief_run(embedded_features, tmp_path_factory):
     """The local profile's shape: brief answers in the compact code style."""
-    cfg = GenerateConfig(examples=300, answer="brief", max_qubits=8, max_layers=3, reasoning_share=0.4)
+    cfg = GenerateConfig(examples=300, answer="brief", max_qubits=8, max_layers=3, reasoning_share=0.4, min_distinct_share=0.8)
     return generate(cfg, embedded_features, tmp_path_factory.mktemp("brief") / "generate")
 
 
 def test_brief_answers_are_short_and_their_compact_code_passes_the_real_verifier(brief_run, tmp_path):
     """Every family in the compact style: sizes written from n_qubits/n_layers, one short paragraph before the code."""
-    rows = records(brief_run)
+    rows, shapes = records(brief_run), defaultdict(set)
     for r in rows:
         reason, code = r["output"].split("```python\n")
         assert len(reason) < 900 and reason.count("\n\n") == 1  # one paragraph, then the code
@@ -277,6 +277,10 @@ def test_brief_answers_are_short_and_their_compact_code_passes_the_real_verifier
         k = r["metadata"].get("particles")
         if k:
             assert f"reference.x(range({k}))" in code
+            assert reason.startswith(f"Request: {n} qubits, N conserved with {k} excitation")  # read back, then copied
+        assert reason.startswith(f"Request: {n} qubits, ")
+        shapes[r["metadata"]["family"]].add(tuple(sorted(set(re.findall(r"ansatz\.(\w+)\(", code)))))
+    assert all(len(s) == 1 for s in shapes.values()), shapes  # one canonical variant per family
     items = read_items(brief_run / "code.jsonl")
     by_family = defaultdict(list)
     for it in items:
@@ -295,13 +299,16 @@ def test_every_request_states_what_the_validation_checks(brief_run, default_run)
     validation = [t.split("{")[0][:40] for ts in TEMPLATES.values() for t in ts]
     words = {"u1": ("excitation count", "N = Σ(1−Z_i)/2", "particle number"), "z2": ("Π Z_i", "Z-parity"),
              "none": ("any gates", "no conservation law", "no symmetry")}
+    for sym, texts in REQUESTS.items():
+        for t in texts:
+            assert re.search(r"\{n\}[ -]qubit", t) and any(w in t for w in words[sym]), t
+            assert sym != "u1" or t.index("{k}") > t.index("{n}"), t
     for run in (brief_run, default_run):
         for r in records(run)[:400]:
-            meta, request = r["metadata"], r["instruction"]
-            assert f"{meta['n_qubits']} qubits" in request
-            assert any(w in request for w in words[meta["symmetry"]]), request
-            if meta["symmetry"] == "u1":
-                after = request.split("qubits", 1)[1].replace("Σ(1−Z_i)/2", "")
-                assert re.search(rf"\b{meta['particles']}\b", after), request
+            meta = r["metadata"]
+            stated = [re.escape(t).replace(r"\{n\}", str(meta["n_qubits"])).replace(r"\{k\}", str(meta.get("particles")))
+                      for t in REQUESTS[meta["symmetry"]]]
+            # the request sits after the instruction, or (brief answers, half the time) after the measurements
+            assert any(re.search(p, r["instruction"] + "\n\n" + r["input"]) for p in stated), (r["instruction"], r["input"])
     stated = [t.format(n=5, k=2) for ts in REQUESTS.values() for t in ts]
     assert not any(phrase in text for phrase in validation for text in stated)
