@@ -80,18 +80,14 @@ CONTRACTS = ("Put the code in one python block defining reference, ansatz and ci
              "Give a single python block: a fixed `reference` circuit, a parameterised `ansatz`, and their composition `circuit`.")
 
 
-def prose_features(f: PhysicsFeatures, rng: random.Random) -> str:
-    """The same measurements told in a sentence, as a user describes a run (the validation prompts are prose too).
-    Half name the run as "a 2-D … simulation", the dimension beside a number the request's qubit count must not be
-    confused with."""
+def prose_features(f: PhysicsFeatures) -> str:
+    """The same measurements told in a sentence, as a user describes a run (the validation prompts are prose too)."""
     edges = " and ".join(f"{bc.lower()} along {ax}" for ax, bc in f.boundary_conditions.items())
     kept = [f"{q.replace('_', ' ')} (drift {drift(c.drift)})" for q, c in f.conserved.items() if c.conserved]
     lost = [f"{q.replace('_', ' ')} (drift {drift(c.drift)})" for q, c in f.conserved.items() if not c.conserved]
     laws = (f"it conserves {', '.join(kept)}" + (f" but not {', '.join(lost)}" if lost else "") if kept
             else f"nothing is conserved: {', '.join(lost)}")
-    run = (f"My run is {f.dataset} in {f.n_spatial_dims}-D" if rng.random() < 0.5
-           else f"My run is a {f.n_spatial_dims}-D {f.dataset.replace('_', ' ')} simulation")
-    return (f"{run} ({', '.join(f.fields)}), {edges}; {laws}. The motion looks "
+    return (f"My run is {f.dataset} in {f.n_spatial_dims}-D ({', '.join(f.fields)}), {edges}; {laws}. The motion looks "
             f"{f.dynamics.label}, translation along x scores {f.symmetries.get('translation_x', 0):.2f}, and the correlation "
             f"length is {num(f.scales['correlation_length'])} of {num(f.scales['domain_length'])}.")
 
@@ -101,7 +97,7 @@ def brief_example(kind: str, f: PhysicsFeatures, d: Design, fams: list[str], sym
     """(instruction, input, output) of a brief example: the stated request, the measurements (listed or told in prose),
     a paragraph, the code. ``symmetry_confidence`` is unused: the signature is ``example_text``'s."""
     stated, task = stated_request(d.spec, rng), task_text(kind, d.spec, rng)
-    measured = brief_features(f) if rng.random() < 0.5 else prose_features(f, rng)
+    measured = brief_features(f) if rng.random() < 0.5 else prose_features(f)
     if rng.random() < 0.5:  # the request before or after the measurements: users put it either way
         instruction, measured = task, f"{measured}\n\n{stated}"
     else:

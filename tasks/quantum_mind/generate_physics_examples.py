@@ -66,9 +66,6 @@ class GenerateConfig(BaseModel):
     baseline_share: float = Field(0.2, ge=0, le=1, description="Share of baseline families (hardware_efficient, qaoa) where "
                                                                "a symmetric family also fits (conservation examples never use them then)")
     symmetry_confidence: float = Field(0.5, gt=0, lt=1, description="Confidence from which a measured symmetry shapes the circuit")
-    balance_symmetries: bool = Field(False, description="Draw each example's symmetry evenly from those its trajectory "
-                                     "allows (u1, z2, none), then the family; off, the draw follows the physics, which on "
-                                     "the embedded data makes two thirds U(1) and taught a small model one circuit for every request")
     answer: Literal["full", "brief"] = Field("full", description="full: every design decision explained from the "
                                              "measurements (~800 tokens) before the code; brief: one paragraph, then the "
                                              "compact code style on a chain or ring (sizes written as expressions of "
@@ -150,9 +147,6 @@ def generate(cfg: GenerateConfig, inputs: Path, out_dir: Path) -> Path:
             f, fams = order[i % len(order)]
             symmetric = [x for x in fams if x not in cf.BASELINES]
             forced = rng.choice(symmetric) if kind == "conservation_to_constraint" and symmetric else None
-            if forced is None and cfg.balance_symmetries:
-                by_symmetry = {cf.SYMMETRY[x]: [y for y in fams if cf.SYMMETRY[y] == cf.SYMMETRY[x]] for x in fams}
-                forced = rng.choice(by_symmetry[rng.choice(sorted(by_symmetry))])
             for _ in range(30):  # redraw a design whose code another example already uses
                 d = design(f, cfg, rng, forced)
                 code, claims = cf.render(d.spec)
