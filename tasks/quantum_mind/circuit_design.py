@@ -125,10 +125,11 @@ def _variant(family: str, sharing: str, rng: random.Random) -> str:
     return rng.choice([v for v in cf.VARIANTS[family] if not (sharing == "translation" and v in cf.UNIFORM_FIELD_IS_TRIVIAL)])
 
 
-def _roles(family: str, variant: str, rng: random.Random) -> list[str]:
-    """The parameter roles of a variant (a hardware-efficient circuit ends in a rotation layer half of the time)."""
+def _roles(family: str, variant: str, rng: random.Random | None) -> list[str]:
+    """The parameter roles of a variant (with ``rng``, a hardware-efficient circuit ends in a rotation layer half of the
+    time; without, never: the compact style has none)."""
     roles = sorted({r for _, _, rs in cf.VARIANTS[family][variant] for r in rs})
-    if family == "hardware_efficient" and rng.random() < 0.5:
+    if family == "hardware_efficient" and rng is not None and rng.random() < 0.5:
         roles.append("final")
     return roles
 
@@ -154,7 +155,7 @@ def _compact_design(f: PhysicsFeatures, cfg: DesignLimits, rng: random.Random, f
     sharing = ("per_layer" if family == "qaoa" else "none" if family == "hardware_efficient"
                else "translation" if translation_symmetric(f, ("x",), cfg.symmetry_confidence) else "none")
     variant = COMPACT_VARIANTS[family]
-    roles = sorted({r for _, _, rs in cf.VARIANTS[family][variant] for r in rs})
+    roles = _roles(family, variant, None)
     sym = cf.SYMMETRY[family]
     k = rng.randint(1, n - 1) if sym == "u1" else rng.choice((0, 1, 2)) if sym == "z2" else 0
     xi_sites, suggested, layers = _depth(f, cfg, rng, n)
