@@ -1,5 +1,5 @@
 """Brief answers of quantum-mind's examples: the deciding measurement, the symmetry, lattice, depth and reference in
-a few sentences, then the circuit in the compact code style.
+a few sentences, then the circuit as one Qiskit library call (circuit_families' library style).
 
 The full explanations (tasks/quantum_mind/physics_reasoning.py) run ~800 tokens before the code, more than a
 135M model trained on a CPU afternoon can learn to produce and still close its code block. A brief answer keeps
@@ -36,8 +36,9 @@ def symmetry_sentence(f: PhysicsFeatures, spec: cf.CircuitSpec, fams: list[str])
     if spec.family == "z2_parity":
         e, m = c["energy"], c.get("mass")
         mass = "" if m is None else f", mass {'is conserved too' if m.conserved else 'is not'}"
+        pairs = " and ".join(g.upper() for where, g, _ in cf.VARIANTS["z2_parity"][spec.variant] if where == "bond")
         return (f"Energy drifts by {drift(e.drift)}{mass} and the motion is {f.dynamics.label}: a quadratic energy keeps the "
-                "parity P = Π Z_i (Z2). RZZ, RXX and RYY flip qubits in pairs and RZ flips none; no lone RX or RY.")
+                f"parity P = Π Z_i (Z2). {pairs} flip qubits in pairs and RZ flips none; no lone RX or RY.")
     symmetric = [x for x in fams if x not in cf.BASELINES]
     why = ("a baseline to compare symmetric circuits against" if symmetric
            else "nothing measured is conserved: " + ", ".join(f"{q} drifts by {drift(v.drift)}" for q, v in c.items()))
@@ -48,19 +49,17 @@ def symmetry_sentence(f: PhysicsFeatures, spec: cf.CircuitSpec, fams: list[str])
 
 
 def brief_reason(f: PhysicsFeatures, d: Design, fams: list[str]) -> str:
-    """The paragraph before the code: the symmetry and why, then one ``Design:`` line (lattice, depth, shared angles,
-    reference), each choice with the number behind it. One fixed line, not a sentence each: on prompts unlike its
-    training a small model looped on the free-form depth and lattice sentences."""
+    """The paragraph before the code: the symmetry and why, then one ``Design:`` line (the library call's entanglement
+    and reps, the reference), each choice with the number behind it. One fixed line, not a sentence each: on prompts
+    unlike its training a small model looped on free-form depth and lattice sentences."""
     spec = d.spec
     k, sym, layers = len(spec.occupied), cf.SYMMETRY[spec.family], spec.layers
-    lattice = ("a ring (x is periodic)" if cf.connectivity(spec.shape, spec.periodic) == "ring"
-               else f"an open chain (x has {f.boundary_conditions.get('x', 'open').lower()} boundaries)")
-    depth = f"{layers} layer{'s' * (layers != 1)} (correlation length {num(d.xi_sites)} sites)"
-    share = {"translation": f"one angle per gate and layer (translation symmetry {f.symmetries.get('translation_x', 0):.2f})",
-             "per_layer": "one angle per layer"}.get(spec.sharing, "an angle per gate")
-    ref = ("|+…+⟩" if spec.family == "qaoa" else f"{k} excitation{'s' * (k != 1)} on the first qubits" if sym == "u1"
+    lattice = ('entanglement "circular" (x is periodic)' if cf.connectivity(spec.shape, spec.periodic) == "ring"
+               else f'entanglement "linear" (x has {f.boundary_conditions.get("x", "open").lower()} boundaries)')
+    depth = f"reps={layers} (correlation length {num(d.xi_sites)} sites)"
+    ref = (f"{k} excitation{'s' * (k != 1)} on the first qubits" if sym == "u1"
            else f"{'odd' if k % 2 else 'even'} parity ({k} flipped)" if sym == "z2" else "|0…0⟩")
-    return f"{symmetry_sentence(f, spec, fams)} Design: {lattice}, {depth}, {share}, reference {ref}."
+    return f"{symmetry_sentence(f, spec, fams)} Design: {lattice}, {depth}, reference {ref}."
 
 
 def brief_features(f: PhysicsFeatures) -> str:
@@ -92,11 +91,26 @@ def prose_features(f: PhysicsFeatures) -> str:
             f"length is {num(f.scales['correlation_length'])} of {num(f.scales['domain_length'])}.")
 
 
+# Lead-ins naming the simulation's dimension (and its dataset, whose name often ends in "_2d") right before the
+# qubit count: without them a small model read back "2 qubits" for "a 6-qubit circuit for a 2-D flow", 10 of 30 times.
+SITUATIONS = ("For this {d}-D run: ", "The simulation is {d}-D. ", "My {d}-D {name} run needs a circuit. ",
+              "It is a {d}-D field ({name}). ", "Context: a {d}-D {name} simulation. ")
+
+
+def situated_request(f: PhysicsFeatures, spec: cf.CircuitSpec, rng: random.Random) -> str:
+    """The stated request, half the time after a lead-in that names the simulation's dimension: the qubit count is the
+    number the request ties to qubits, not the first number in the prompt."""
+    stated = stated_request(spec, rng)
+    if rng.random() < 0.5:
+        return stated
+    return rng.choice(SITUATIONS).format(d=f.n_spatial_dims, name=f.dataset) + stated
+
+
 def brief_example(kind: str, f: PhysicsFeatures, d: Design, fams: list[str], symmetry_confidence: float,
                   rng: random.Random) -> tuple[str, str, str]:
     """(instruction, input, output) of a brief example: the stated request, the measurements (listed or told in prose),
     a paragraph, the code. ``symmetry_confidence`` is unused: the signature is ``example_text``'s."""
-    stated, task = stated_request(d.spec, rng), task_text(kind, d.spec, rng)
+    stated, task = situated_request(f, d.spec, rng), task_text(kind, d.spec, rng)
     measured = brief_features(f) if rng.random() < 0.5 else prose_features(f)
     if rng.random() < 0.5:  # the request before or after the measurements: users put it either way
         instruction, measured = task, f"{measured}\n\n{stated}"

@@ -34,7 +34,7 @@ class DesignLimits(Protocol):
     max_layers: int
     baseline_share: float
     symmetry_confidence: float
-    answer: str  # "full" | "brief": brief answers use the compact code style (a chain or ring, canonical names)
+    answer: str  # "full" | "brief": brief answers use the library code style (a chain or ring, one library call)
 
 
 @dataclass(frozen=True)
@@ -66,9 +66,14 @@ def translation_symmetric(f: PhysicsFeatures, axes: tuple[str, ...], threshold: 
     return all(f.boundary_conditions.get(ax) == "PERIODIC" and f.symmetries.get(f"translation_{ax}", 0) >= threshold for ax in axes)
 
 
+def enabled_families(cfg: DesignLimits) -> list[str]:
+    """The configured families a design may use: brief answers only those with a library builder (``cf.LIBRARY``)."""
+    return [x for x in cfg.families if cfg.answer != "brief" or x in cf.LIBRARY]
+
+
 def design(f: PhysicsFeatures, cfg: DesignLimits, rng: random.Random, family: str | None = None) -> Design:
     """A circuit for trajectory ``f``: family (given or drawn), lattice, sharing, depth, reference, spelling."""
-    fams = eligible_families(f, cfg.families)
+    fams = eligible_families(f, enabled_families(cfg))
     if family is None:
         symmetric = [x for x in fams if x not in cf.BASELINES]
         baselines = [x for x in fams if x in cf.BASELINES]
@@ -77,7 +82,7 @@ def design(f: PhysicsFeatures, cfg: DesignLimits, rng: random.Random, family: st
         family = "z2_parity" if "z2_parity" in pool and rng.random() < 0.5 else rng.choice(pool)
     n = rng.randint(cfg.min_qubits, cfg.max_qubits)
     if cfg.answer == "brief":
-        return _compact_design(f, cfg, rng, family, n)
+        return _library_design(f, cfg, rng, family, n)
     px, py = (f.boundary_conditions.get(ax) == "PERIODIC" for ax in ("x", "y"))
     # a 2-D field may sit on a rows x cols grid; a periodic axis needs >= 3 sites to wrap around
     grids = [(r, n // r) for r in range(2, n) if n % r == 0 and n // r >= 2
@@ -127,7 +132,7 @@ def _variant(family: str, sharing: str, rng: random.Random) -> str:
 
 def _roles(family: str, variant: str, rng: random.Random | None) -> list[str]:
     """The parameter roles of a variant (with ``rng``, a hardware-efficient circuit ends in a rotation layer half of the
-    time; without, never: the compact style has none)."""
+    time; without, never)."""
     roles = sorted({r for _, _, rs in cf.VARIANTS[family][variant] for r in rs})
     if family == "hardware_efficient" and rng is not None and rng.random() < 0.5:
         roles.append("final")
@@ -142,26 +147,18 @@ def _depth(f: PhysicsFeatures, cfg: DesignLimits, rng: random.Random, sites_x: i
     return xi_sites, suggested, suggested if rng.random() < 0.4 else rng.randint(1, cfg.max_layers)
 
 
-# one variant per family in the compact style: a small model learns five code shapes well rather than fifteen loosely
-COMPACT_VARIANTS = {"u1_givens": "hop", "u1_exchange": "exchange", "z2_parity": "zz_x", "hardware_efficient": "ry",
-                    "qaoa": "ising"}
-
-
-def _compact_design(f: PhysicsFeatures, cfg: DesignLimits, rng: random.Random, family: str, n: int) -> Design:
-    """The design of a brief answer: a chain or ring of ``n`` qubits in the compact code style (the family's canonical
-    variant and names, sequential bonds, a reference filling the first qubits, no final rotation layer), shared angles
-    where translation symmetry is measured."""
+def _library_design(f: PhysicsFeatures, cfg: DesignLimits, rng: random.Random, family: str, n: int) -> Design:
+    """The design of a brief answer: a chain or ring of ``n`` qubits written as one library call (the family's
+    ``cf.LIBRARY`` variant, an angle per gate, a reference filling the first qubits)."""
     periodic = (f.boundary_conditions.get("x") == "PERIODIC",)
-    sharing = ("per_layer" if family == "qaoa" else "none" if family == "hardware_efficient"
-               else "translation" if translation_symmetric(f, ("x",), cfg.symmetry_confidence) else "none")
-    variant = COMPACT_VARIANTS[family]
-    roles = _roles(family, variant, None)
+    variant = cf.LIBRARY[family][0]
     sym = cf.SYMMETRY[family]
     k = rng.randint(1, n - 1) if sym == "u1" else rng.choice((0, 1, 2)) if sym == "z2" else 0
     xi_sites, suggested, layers = _depth(f, cfg, rng, n)
     spec = cf.CircuitSpec(family=family, variant=variant, shape=(n,), periodic=periodic, layers=layers, ordering="sequential",
-                          sharing=sharing, occupied=tuple(range(k)), names=tuple((r, cf.NAMES[r][0]) for r in roles),
-                          style="compact", interleave=False)
+                          sharing="none", occupied=tuple(range(k)),
+                          names=tuple((r, cf.NAMES[r][0]) for r in _roles(family, variant, None)),
+                          style="library", interleave=False)
     return Design(spec, suggested, xi_sites, n)
 
 

@@ -17,10 +17,11 @@ length ≥ 3 wrapped). Bonds are applied brick-wall (even bonds, then odd) or as
 Parameters are per bond and site (``none``), one per layer and bond direction (``translation``),
 shared by mirror-image bonds and sites of a chain (``mirror``), or one per layer (``per_layer``, QAOA).
 
-The ``compact`` style writes every size as an expression of ``n_qubits`` and ``n_layers`` (bonds from
-a comprehension, ``ParameterVector("theta", n_layers * len(bonds))``, a reference of ``range(k)``): a
-small model copies the two numbers a request gives instead of computing lists. It needs a chain or
-ring, sequential bonds, no mirror sharing and a reference filling the first qubits.
+The ``library`` style builds the ansatz with one Qiskit library call (``excitation_preserving``,
+``n_local``) whose arguments carry the design: entanglement "circular" on a ring, "linear" on a
+chain, ``reps`` the depth. The family is one word and the sizes are two numbers a request gives, so a
+small model cannot blend one family's loops into another's. It needs a chain or ring, one of the
+``LIBRARY`` variants, no shared angles and a reference filling the first qubits.
 """
 
 from __future__ import annotations
@@ -57,8 +58,15 @@ NAMES = {"hop": ("theta", "t", "hop", "j", "th"), "phase": ("beta", "chi", "varp
          "pair": ("u", "v", "zz", "eta"), "flip": ("jx", "kx", "gx"), "flip2": ("jy", "ky", "gy"),
          "rot": ("theta", "alpha", "ry_angles"), "rot2": ("phi", "delta", "rz_angles"), "cost": ("gamma", "g", "c"),
          "mix": ("beta", "bm", "mixer"), "final": ("theta_out", "final", "omega")}
-STYLES = ("loop", "function", "unrolled", "compact")
+STYLES = ("loop", "function", "unrolled", "library")
 UNROLL_LIMIT = 36  # gate lines; longer circuits are written as loops
+# family -> (the variant a library builder makes exactly, its import, the call): the library style's circuits.
+# excitation_preserving (mode "iswap") is RZ layers + XX+YY; n_local repeats rotations then entanglers, ends on rotations.
+LIBRARY: dict[str, tuple[str, str, str]] = {
+    "u1_givens": ("hop_field", "excitation_preserving", "excitation_preserving(n_qubits, reps={reps}, entanglement=\"{ent}\")"),
+    "z2_parity": ("xx_yy", "n_local", "n_local(n_qubits, \"rz\", [\"rxx\", \"ryy\"], entanglement=\"{ent}\", reps={reps})"),
+    "hardware_efficient": ("ry", "n_local", "n_local(n_qubits, \"ry\", \"cz\", entanglement=\"{ent}\", reps={reps})"),
+}
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,7 @@ class CircuitSpec:
     occupied: tuple[int, ...] = ()         # qubits flipped by the reference (H on all for qaoa)
     names: tuple[tuple[str, str], ...] = ()  # (role, variable name)
     couplings: tuple[tuple[int, int, float], ...] = ()  # qaoa (a, b, weight)
-    style: str = "loop"                    # loop | function | unrolled | compact
+    style: str = "loop"                    # loop | function | unrolled | library
     compose: int = 0                       # how `circuit` is assembled (three spellings)
     fields_first: bool = False             # site terms before bond terms in each layer
     interleave: bool = True                # all bond terms per bond, or one sweep per term
@@ -165,14 +173,14 @@ def render(spec: CircuitSpec) -> tuple[str, dict]:
     terms = VARIANTS[spec.family][spec.variant]
     bonds = lattice_bonds(spec.shape, spec.periodic, spec.ordering)
     two_d_shared = spec.sharing == "translation" and len(spec.shape) == 2
+    if spec.style == "library":
+        return _library(spec)
     lines = ["from qiskit import QuantumCircuit", "from qiskit.circuit import ParameterVector"]
     if any(gate == "xxpy" for _, gate, _ in terms):
         lines.append("from qiskit.circuit.library import XXPlusYYGate")
     lines += [""] + ([f"# {spec.comment}"] if spec.comment else [])
     lines.append(f"n_qubits, n_layers = {n}, {spec.layers}")
     uses_bonds = any(where == "bond" for where, _, _ in terms)
-    if spec.style == "compact":
-        return _compact(spec, lines, uses_bonds, names)
     if uses_bonds:
         shown = [(a, b, d) for a, b, d in bonds] if two_d_shared else [(a, b) for a, b, _ in bonds]
         lines.append(f"bonds = {shown}  # {spec.ordering} order on a {connectivity(spec.shape, spec.periodic)}")
@@ -203,50 +211,24 @@ def render(spec: CircuitSpec) -> tuple[str, dict]:
     return "\n".join(lines) + "\n", claims(spec)
 
 
-def _compact(spec: CircuitSpec, lines: list[str], uses_bonds: bool, names: dict) -> tuple[str, dict]:
-    """The compact style: sizes as expressions of n_qubits / n_layers, so the code holds no computed list."""
-    ring = connectivity(spec.shape, spec.periodic) == "ring"
-    if uses_bonds or spec.family == "qaoa":
-        lines.append("bonds = [(q, (q + 1) % n_qubits) for q in range(n_qubits)]  # ring" if ring
-                     else "bonds = [(q, q + 1) for q in range(n_qubits - 1)]  # open chain")
-    k = len(spec.occupied)
-    lines += ["", "reference = QuantumCircuit(n_qubits)"]
-    if spec.family == "qaoa":
-        lines.append("reference.h(range(n_qubits))  # |+...+>, an eigenstate of the X mixer")
-    elif k:
-        lines.append(f"reference.x(range({k}))  # {k} excitation{'s' * (k != 1)} on the first qubits")
-    lines.append("")
-    per_layer = {"bond": "n_layers * len(bonds)", "site": "n_layers * n_qubits", "pair": "n_layers"}
-    shared = spec.sharing in ("translation", "per_layer")
-    for where, _, roles in VARIANTS[spec.family][spec.variant]:
-        for role in roles:
-            size = "n_layers" if shared or where == "pair" else per_layer[where]
-            lines.append(f'{names[role]} = ParameterVector("{names[role]}", {size})')
-    if "final" in names:
-        lines.append(f'{names["final"]} = ParameterVector("{names["final"]}", n_qubits)')
-    lines += ["ansatz = QuantumCircuit(n_qubits)", "for layer in range(n_layers):"]
-    index = {"bond": "layer" if shared else "layer * len(bonds) + k", "site": "layer" if shared else "layer * n_qubits + q"}
-    body: list[str] = []
-    for where, gate, roles in _ordered_terms(spec):
-        if where == "site":
-            body += ["for q in range(n_qubits):"] + _indent(_gate(gate, roles, names, index["site"], "ansatz"), 1)
-        elif where == "pair":
-            body += ["for a, b in bonds:", f"    ansatz.rzz(2 * {names[roles[0]]}[layer], a, b)"]  # uniform couplings
-        else:
-            loop = "for a, b in bonds:" if shared or not roles else "for k, (a, b) in enumerate(bonds):"
-            body += [loop] + _indent(_gate(gate, roles, names, index["bond"], "ansatz"), 1)
-    lines += _indent(body, 1)
-    if "final" in names:
-        lines += ["for q in range(n_qubits):", f"    ansatz.ry({names['final']}[q], q)  # final rotation layer"]
-    lines += ["", "circuit = reference.compose(ansatz)"]
+def _library(spec: CircuitSpec) -> tuple[str, dict]:
+    """The library style: a reference of ``range(k)`` and one library call, sizes from ``n_qubits``."""
+    _, builder, call = LIBRARY[spec.family]
+    k, sym = len(spec.occupied), SYMMETRY[spec.family]
+    ent = "circular" if connectivity(spec.shape, spec.periodic) == "ring" else "linear"
+    lines = ["from qiskit import QuantumCircuit", f"from qiskit.circuit.library import {builder}", "",
+             f"n_qubits = {spec.n_qubits}", "reference = QuantumCircuit(n_qubits)"]
+    if k:
+        what = f"{k} excitation{'s' * (k != 1)}" if sym == "u1" else f"{'odd' if k % 2 else 'even'} parity"
+        lines.append(f"reference.x(range({k}))  # {what} on the first qubits")
+    lines += ["", f"ansatz = {call.format(reps=spec.layers, ent=ent)}", "circuit = reference.compose(ansatz)"]
     return "\n".join(lines) + "\n", claims(spec)
 
 
-def compact_ready(spec: CircuitSpec) -> bool:
-    """Whether ``spec`` can be written in the compact style (see the module docstring)."""
-    k = len(spec.occupied)
-    return (len(spec.shape) == 1 and spec.ordering == "sequential" and spec.sharing != "mirror"
-            and tuple(spec.occupied) == tuple(range(k)) and spec.interleave is False)
+def library_ready(spec: CircuitSpec) -> bool:
+    """Whether ``spec`` can be written in the library style (see the module docstring)."""
+    return (spec.family in LIBRARY and spec.variant == LIBRARY[spec.family][0] and len(spec.shape) == 1
+            and spec.sharing == "none" and tuple(spec.occupied) == tuple(range(len(spec.occupied))))
 
 
 def _validate(spec: CircuitSpec) -> None:
@@ -254,7 +236,7 @@ def _validate(spec: CircuitSpec) -> None:
     assert len(spec.shape) == len(spec.periodic) and spec.layers >= 1 and spec.n_qubits >= 2
     assert spec.sharing != "mirror" or connectivity(spec.shape, spec.periodic) == "chain", "mirror sharing is defined on open chains"
     assert all(0 <= q < spec.n_qubits for q in spec.occupied)
-    assert spec.style != "compact" or compact_ready(spec), f"the compact style cannot write {spec}"
+    assert spec.style != "library" or library_ready(spec), f"the library style cannot write {spec}"
     roles = {r for _, _, rs in VARIANTS[spec.family][spec.variant] for r in rs}
     names = dict(spec.names)
     assert roles <= set(names) and len(set(names.values())) == len(names), (roles, names)

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.quantum_mind import circuit_families as cf
 from tasks.quantum_mind.brief_answers import brief_example
-from tasks.quantum_mind.circuit_design import design, eligible_families
+from tasks.quantum_mind.circuit_design import design, eligible_families, enabled_families
 from tasks.quantum_mind.encode_trajectories import PhysicsFeatures
 from tasks.quantum_mind.physics_reasoning import REASONING, SEED_TYPES, example_text
 from tasks.common.records import ChatRecord, read_models, write_jsonl
@@ -67,9 +67,9 @@ class GenerateConfig(BaseModel):
                                                                "a symmetric family also fits (conservation examples never use them then)")
     symmetry_confidence: float = Field(0.5, gt=0, lt=1, description="Confidence from which a measured symmetry shapes the circuit")
     answer: Literal["full", "brief"] = Field("full", description="full: every design decision explained from the "
-                                             "measurements (~800 tokens) before the code; brief: one paragraph, then the "
-                                             "compact code style on a chain or ring (sizes written as expressions of "
-                                             "n_qubits and n_layers), what a small model learns on a CPU")
+                                             "measurements (~800 tokens) before the code; brief: one paragraph, then one "
+                                             "Qiskit library call on a chain or ring (the families with a library "
+                                             "builder), what a small model learns on a CPU")
     holdout_splits: list[str] = Field(["test"], description="Well splits whose trajectories are kept out of training "
                                                             "(the validation suite builds its prompts from them)")
     holdout_datasets: list[str] = Field([], description="Well datasets (whole PDE families) kept out of training in every "
@@ -122,7 +122,7 @@ def generate(cfg: GenerateConfig, inputs: Path, out_dir: Path) -> Path:
         say(f"[generate] holdout_datasets {absent} are not among the encoded datasets "
             f"{sorted({f.dataset for f in features})}: nothing of theirs to hold out")
     for f in kept:
-        fams = eligible_families(f, cfg.families)
+        fams = eligible_families(f, enabled_families(cfg))
         if fams:
             trajectories.append((f, fams))
         else:
@@ -147,8 +147,10 @@ def generate(cfg: GenerateConfig, inputs: Path, out_dir: Path) -> Path:
             f, fams = order[i % len(order)]
             symmetric = [x for x in fams if x not in cf.BASELINES]
             forced = rng.choice(symmetric) if kind == "conservation_to_constraint" and symmetric else None
-            for _ in range(30):  # redraw a design whose code another example already uses
-                d = design(f, cfg, rng, forced)
+            family = forced
+            for _ in range(30):  # redraw a design whose code another example already uses, in the family first drawn:
+                d = design(f, cfg, rng, family)  # else the families with fewer distinct circuits lose their share
+                family = d.spec.family
                 code, claims = cf.render(d.spec)
                 fp = cf.code_fingerprint(code)
                 if fp not in seen:
