@@ -54,8 +54,9 @@ def brief_reason(f: PhysicsFeatures, d: Design, fams: list[str]) -> str:
     unlike its training a small model looped on free-form depth and lattice sentences."""
     spec = d.spec
     k, sym, layers = len(spec.occupied), cf.SYMMETRY[spec.family], spec.layers
-    lattice = ('entanglement "circular" (x is periodic)' if cf.connectivity(spec.shape, spec.periodic) == "ring"
-               else f'entanglement "linear" (x has {f.boundary_conditions.get("x", "open").lower()} boundaries)')
+    ent = cf.entanglement(spec)
+    lattice = f'entanglement "{ent}" ' + ("(x is periodic)" if ent == "circular"
+                                          else f'(x has {f.boundary_conditions.get("x", "open").lower()} boundaries)')
     depth = f"reps={layers} (correlation length {num(d.xi_sites)} sites)"
     ref = (f"{k} excitation{'s' * (k != 1)} on the first qubits" if sym == "u1"
            else f"{'odd' if k % 2 else 'even'} parity ({k} flipped)" if sym == "z2" else "|0…0⟩")

@@ -215,7 +215,7 @@ def _library(spec: CircuitSpec) -> tuple[str, dict]:
     """The library style: a reference of ``range(k)`` and one library call, sizes from ``n_qubits``."""
     _, builder, call = LIBRARY[spec.family]
     k, sym = len(spec.occupied), SYMMETRY[spec.family]
-    ent = "circular" if connectivity(spec.shape, spec.periodic) == "ring" else "linear"
+    ent = entanglement(spec)
     lines = ["from qiskit import QuantumCircuit", f"from qiskit.circuit.library import {builder}", "",
              f"n_qubits = {spec.n_qubits}", "reference = QuantumCircuit(n_qubits)"]
     if k:
@@ -223,6 +223,11 @@ def _library(spec: CircuitSpec) -> tuple[str, dict]:
         lines.append(f"reference.x(range({k}))  # {what} on the first qubits")
     lines += ["", f"ansatz = {call.format(reps=spec.layers, ent=ent)}", "circuit = reference.compose(ansatz)"]
     return "\n".join(lines) + "\n", claims(spec)
+
+
+def entanglement(spec: CircuitSpec) -> str:
+    """The library call's entanglement argument: "circular" on a ring, "linear" on a chain."""
+    return "circular" if connectivity(spec.shape, spec.periodic) == "ring" else "linear"
 
 
 def library_ready(spec: CircuitSpec) -> bool:
