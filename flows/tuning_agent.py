@@ -65,12 +65,19 @@ def tuning_agent(config: str | None = None, profile: str = "local", data_dir: st
     if cfg.baseline:
         spec = TrialSpec(sft=sft, trial=cfg.tune.trial.model_copy(update={"early_stop_margin": None}),
                          values={"setting": f"{cfg.project} config"})
-        baseline = read_trial(sft_trial(spec, mix, root / "search" / "trials" / "project-settings"))
+        trial_dir = sft_trial(spec, mix, root / "search" / "trials" / "project-settings")
+        baseline = {**read_trial(trial_dir), "trial_dir": str(trial_dir)}
     search = tune(cfg.tune, sft, mix, root / "search", ask_in_ui(cfg.tune) if cfg.tune.mode == "guided" else None)
     if search["best"] is None:
         return run.write_summary(root / "summary.json", PROJECT, cfg.profile, tuned_project=cfg.project, search=search,
                                  note="stopped before any trial ran: nothing to export")
-    best = run("best", promote_trial, None, Path(search["best"]["trial_dir"]), root / "best")
+    winner = search["best"]
+    if baseline and baseline["best_eval_loss"] < winner["best_eval_loss"]:
+        # No searched setting beat the project's own on the same budget: hand on the project's, never a worse model.
+        winner = baseline
+        print(f"tuning-agent: no trial beat the project's settings (eval loss {baseline['best_eval_loss']:.4f} < "
+              f"{search['best']['best_eval_loss']:.4f}); exporting the project's settings", flush=True)
+    best = run("best", promote_trial, None, Path(winner["trial_dir"]), root / "best")
     exported = run("export", export_gguf, cfg.export, [best, mix / "val.jsonl"], root / "export")
     installed = run("install", install_ollama, cfg.install, exported, root / "install")
     m = run.manifests
@@ -78,9 +85,10 @@ def tuning_agent(config: str | None = None, profile: str = "local", data_dir: st
         root / "summary.json", PROJECT, cfg.profile, tuned_project=cfg.project, mode=cfg.tune.mode,
         methods={k: {f: v[f] for f in ("trials", "best_eval_loss", "best_values", "trials_to_target", "stopped_early",
                                        "edited_by_person", "train_seconds")} for k, v in search["methods"].items()},
-        best_values=search["best"]["values"], stopped_by_person=search["stopped_by_person"],
+        best_values=winner["values"], best_from="project settings" if winner is baseline else "search",
+        stopped_by_person=search["stopped_by_person"],
         eval_loss_before=baseline["best_eval_loss"] if baseline else None,  # the project's own settings, same budget
-        eval_loss_after=search["best"]["best_eval_loss"],
+        eval_loss_after=winner["best_eval_loss"], search_best_eval_loss=search["best"]["best_eval_loss"],
         median_trial_eval_loss=search["median_eval_loss"], trials_run=search["trials_run"],
         parity_rate=m["export"]["metrics"].get("parity_rate"),
         gguf={k: str(exported / v) for k, v in m["export"].get("gguf", {}).items()},

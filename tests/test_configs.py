@@ -191,3 +191,18 @@ def test_bf16_auto_follows_the_hardware():
     assert settings["bf16"] is bf16_available()
     if settings["bf16"] and not __import__("torch").cuda.is_available():
         assert settings["use_cpu"] is True, "transformers takes bf16 on a CPU only with use_cpu"
+
+
+def test_every_local_profile_leaves_bf16_to_the_hardware(capsys):
+    """bf16 forced on a CPU without bf16 instructions made the lift-sys SFT ~20x slower: the local profile never
+    forces it, and forcing it there by hand is warned about."""
+    from flows.ben_lab import BenLabConfig
+    from flows.lift_sys import LiftSysConfig
+    from flows.quantum_mind import QuantumMindConfig
+    from tasks.training.train_sft import SFTStageConfig, bf16_available, has_cuda, trainer_settings
+
+    for model, project in ((BenLabConfig, "ben-lab"), (LiftSysConfig, "lift-sys"), (QuantumMindConfig, "quantum-mind")):
+        assert load_config(model, project, profile="local").sft.trainer["bf16"] in ("auto", False), project
+    trainer_settings(SFTStageConfig(trainer={"bf16": True}))
+    warned = "no bf16 instructions" in capsys.readouterr().out
+    assert warned is (not has_cuda() and not bf16_available())

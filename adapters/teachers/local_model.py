@@ -94,6 +94,9 @@ class LocalModelTeacher:
             sampling = {"temp": 0.0, "top_k": 1, "top_p": 1.0, "min_p": 0.0}
         grammar = self._grammar(json_schema) if json_schema is not None else None
         out: list[int] = []
+        # Evaluate the whole prompt every time: reusing the previous request's cached prefix decodes the rest in a
+        # smaller batch, whose rounding flips near-ties, so the same request could get a different greedy reply.
+        llm.reset()
         for token in llm.generate(ids, repeat_penalty=1.0, reset=True, grammar=grammar, **sampling):
             if token == eos:
                 break

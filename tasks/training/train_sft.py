@@ -180,11 +180,15 @@ def trainer_settings(cfg: SFTStageConfig) -> dict:
 
     transformers takes a multi-process run or ``bf16`` on a CPU only with ``use_cpu`` set, so it is set
     for them unless given. bf16 on a CPU is autocast over fp32 weights: 188 vs 122 tok/s for the embedded
-    model's LoRA on this machine's avx512_bf16 cores (slower than fp32 on CPUs without bf16 instructions).
+    model's LoRA on avx512_bf16 cores, but ~20x slower than fp32 on CPUs without bf16 instructions.
     """
     settings = {**TRAINER_DEFAULTS, **cfg.trainer}
     if settings.get("bf16") == "auto":  # detected, not assumed: autocast only where the hardware has bf16
         settings["bf16"] = bf16_available()
+    elif settings.get("bf16") is True and not has_cuda() and not bf16_available():
+        # Measured: the lift-sys tiny SFT took 189 s a step instead of 10 s on an AVX2 CPU (a reference matmul runs bf16).
+        say("warning: sft.trainer.bf16 is true but this CPU has no bf16 instructions (avx512_bf16/amx_bf16): bf16 "
+            "autocast runs ~20x slower than fp32 here; set sft.trainer.bf16: auto")
     if not has_cuda() and (launch_world_size() > 1 or settings.get("bf16")):
         settings.setdefault("use_cpu", True)
     return settings

@@ -14,7 +14,7 @@ PROJECT_OVERRIDES = [o for o in BEN_LAB_TINY if o.split("=")[0].split(".")[0] in
 
 
 @pytest.mark.slow
-def test_search_finds_a_setting_better_than_the_projects_and_exports_it(prefect_harness, tmp_path, model_cache, monkeypatch):
+def test_search_exports_the_best_of_its_trials_and_the_projects_own_setting(prefect_harness, tmp_path, model_cache, monkeypatch):
     monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")
     overrides = [f"project_overrides={json.dumps(PROJECT_OVERRIDES + [f'sft.model_cache_dir={model_cache}', 'sft.trainer.per_device_train_batch_size=2'])}",
                  "tune.methods=[fmqa, random]", "tune.trials=4", "tune.fmqa.initial_random=3",
@@ -31,11 +31,15 @@ def test_search_finds_a_setting_better_than_the_projects_and_exports_it(prefect_
     fmqa = [json.loads(line) for line in (root / "search" / "fmqa" / "journal.jsonl").read_text().splitlines()]
     assert [e["proposer_info"].get("solver") for e in fmqa[3:]] == ["qaoa"]  # the surrogate's proposal
     assert all(e["expected_loss"] is not None for e in fmqa[3:])
-    # The best of eight settings beats the project's own (lr 3e-4, r 8 on four modules) on the same budget, or ties it
-    assert summary["eval_loss_after"] <= summary["eval_loss_before"]
-    assert summary["eval_loss_after"] == min(e["best_eval_loss"] for m in ("fmqa", "random") for e in
-                                             [json.loads(x) for x in (root / "search" / m / "journal.jsonl").read_text().splitlines()])
-    assert search["best"]["values"] == summary["best_values"]
+    # What is exported is the best of the eight searched settings and the project's own (lr 3e-4, r 8 on four
+    # modules), trained on the same budget: never a model worse than the project's settings give.
+    searched = [json.loads(x) for m in ("fmqa", "random") for x in (root / "search" / m / "journal.jsonl").read_text().splitlines()]
+    assert summary["search_best_eval_loss"] == min(e["best_eval_loss"] for e in searched)
+    assert summary["eval_loss_after"] == min(summary["eval_loss_before"], summary["search_best_eval_loss"])
+    winner = search["best"] if summary["best_from"] == "search" else {"values": {"setting": "ben-lab config"}}
+    assert summary["best_values"] == winner["values"]
+    best_trial = json.loads((root / "best" / "trial.json").read_text())
+    assert best_trial["best_eval_loss"] == summary["eval_loss_after"]
     assert summary["parity_rate"] >= 0.95 and summary["installed"] is False
     assert (root / "best" / "merged" / "config.json").is_file() and (root / "search" / "best_so_far.png").stat().st_size > 0
     assert set(summary["stages"]) >= {"harvest", "describe", "mix", "best", "export", "install"}
