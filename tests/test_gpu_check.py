@@ -65,6 +65,21 @@ def test_an_error_exits_non_zero_and_still_writes_the_results(gpu_check, tmp_pat
     assert results["ok"] is False and results["problems"] == ["CheckFailed: the reference lab did not answer"]
 
 
+def test_a_given_mix_is_used_instead_of_a_harvest_and_checked(gpu_check, tmp_path, model_cache, monkeypatch, capsys):
+    """A GPU box without the reference lab's dependencies passes a mix; one missing a split fails by name."""
+    def no_harvest(*a, **kw):
+        raise AssertionError("harvested although --mix was given")
+
+    monkeypatch.setattr(gpu_check, "make_mix", no_harvest)
+    mix = tmp_path / "mix"
+    mix.mkdir()
+    (mix / "train.jsonl").write_text("")
+    assert gpu_check.main(["--cpu-smoke", "--mix", str(mix), "--out", str(tmp_path / "check"),
+                           "--model-cache", str(model_cache)]) == 1
+    results = json.loads((tmp_path / "check" / "results.json").read_text())
+    assert results["problems"] == [f"CheckFailed: --mix {mix}: val.jsonl missing"]
+
+
 @pytest.mark.slow
 def test_cpu_path_trains_resumes_and_merges(gpu_check, tmp_path, model_cache, capsys):
     out = tmp_path / "check"
