@@ -212,16 +212,23 @@ def render(spec: CircuitSpec) -> tuple[str, dict]:
 
 
 def _library(spec: CircuitSpec) -> tuple[str, dict]:
-    """The library style: a reference of ``range(k)`` and one library call, sizes from ``n_qubits``."""
+    """The library style: one library call, then a reference of ``range(k)``; sizes from ``n_qubits``.
+
+    The call comes first so the line that picks the family sits right above the reference it needs: written
+    after a shared ``reference = QuantumCircuit(n_qubits)``, the trained model kept U(1)'s call but dropped its
+    ``reference.x`` line (as Z2 at even parity has none) on 14 of 30 prompts, leaving |0...0>, a frozen state.
+    """
     _, builder, call = LIBRARY[spec.family]
     k, sym = len(spec.occupied), SYMMETRY[spec.family]
     ent = entanglement(spec)
     lines = ["from qiskit import QuantumCircuit", f"from qiskit.circuit.library import {builder}", "",
-             f"n_qubits = {spec.n_qubits}", "reference = QuantumCircuit(n_qubits)"]
+             f"n_qubits = {spec.n_qubits}", f"ansatz = {call.format(reps=spec.layers, ent=ent)}", ""]
     if k:
         what = f"{k} excitation{'s' * (k != 1)}" if sym == "u1" else f"{'odd' if k % 2 else 'even'} parity"
-        lines.append(f"reference.x(range({k}))  # {what} on the first qubits")
-    lines += ["", f"ansatz = {call.format(reps=spec.layers, ent=ent)}", "circuit = reference.compose(ansatz)"]
+        lines += ["reference = QuantumCircuit(n_qubits)", f"reference.x(range({k}))  # {what} on the first qubits"]
+    else:
+        lines.append("reference = QuantumCircuit(n_qubits)  # |0...0>" + (", even parity" if sym == "z2" else ""))
+    lines.append("circuit = reference.compose(ansatz)")
     return "\n".join(lines) + "\n", claims(spec)
 
 

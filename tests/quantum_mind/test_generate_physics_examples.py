@@ -279,8 +279,10 @@ def test_brief_answers_are_short_and_their_library_code_passes_the_real_verifier
         ent = "circular" if meta["connectivity"] == "ring" else "linear"
         call = cf.LIBRARY[meta["family"]][2].format(reps=layers, ent=ent)
         assert f"ansatz = {call}\n" in code and code.count("ansatz =") == 1, code
+        # the call that picks the family comes right before the reference it needs (an x line for every excitation)
+        assert code.index("ansatz =") < code.index("reference = QuantumCircuit(n_qubits)")
         if k:
-            assert f"reference.x(range({k}))" in code
+            assert f"reference = QuantumCircuit(n_qubits)\nreference.x(range({k}))" in code
             assert reason.startswith(f"Request: {n} qubits, N conserved with {k} excitation")  # read back, then copied
     # the simulation's dimension sits right before the qubit count in some requests; the read-back keeps the count
     led = [r for r in rows if re.search(r"\d-D[^\n]*?(Use|Target|Width|I need|The ansatz|Make it|Build it|Number|Keep|Parity|No conservation)",
