@@ -19,6 +19,7 @@ from pydantic import Field
 from flows import ben_lab, lift_sys, quantum_mind
 from flows.config import ProjectConfig, load_config
 from flows.runner import StageTimer, project_main
+from tasks.common.reporting import say
 from tasks.training.export_gguf import export_gguf
 from tasks.tuning_agent.guide_trials import ask_in_ui
 from tasks.training.install_ollama import InstallConfig, install_ollama
@@ -75,8 +76,8 @@ def tuning_agent(config: str | None = None, profile: str = "local", data_dir: st
     if baseline and baseline["best_eval_loss"] < winner["best_eval_loss"]:
         # No searched setting beat the project's own on the same budget: hand on the project's, never a worse model.
         winner = baseline
-        print(f"tuning-agent: no trial beat the project's settings (eval loss {baseline['best_eval_loss']:.4f} < "
-              f"{search['best']['best_eval_loss']:.4f}); exporting the project's settings", flush=True)
+        say(f"[tuning-agent] no trial beat the project's settings (eval loss {baseline['best_eval_loss']:.4f} < "
+            f"{search['best']['best_eval_loss']:.4f}); exporting the project's settings")
     best = run("best", promote_trial, None, Path(winner["trial_dir"]), root / "best")
     exported = run("export", export_gguf, cfg.export, [best, mix / "val.jsonl"], root / "export")
     installed = run("install", install_ollama, cfg.install, exported, root / "install")
